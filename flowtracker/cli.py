@@ -1,0 +1,234 @@
+"""The `flowtracker` command line: wiring of the library, nothing more."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, BinaryIO, TypeVar
+
+import click
+
+from . import __version__, views
+from .errors import FlowtrackerError, NotFound
+from .pipeline import Pipeline
+from .replay import DEFAULT_BATCH, replay
+from .sqlite_store import SQLiteStore
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def db_option(func: F) -> F:
+    return click.option(
+        "--db",
+        "db_path",
+        envvar="FLOWTRACKER_DB",
+        default="flowtracker.db",
+        show_default=True,
+        show_envvar=True,
+        type=click.Path(dir_okay=False),
+        help="The SQLite database file.",
+    )(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="flowtracker")
+def main() -> None:
+    """Track Scrive Flow instances and documents from their callbacks."""
+
+
+@main.command(name="replay")
+@click.argument("file", type=click.File("rb"))
+@db_option
+@click.option(
+    "--batch-size",
+    default=DEFAULT_BATCH,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Callbacks committed per transaction.",
+)
+def replay_command(file: BinaryIO, db_path: str, batch_size: int) -> None:
+    """Feed FILE (JSON Lines, one callback body per line; - for stdin) through the pipeline.
+
+    A line with `document_id` or `documentid` is a document callback, any other object a
+    Flow callback. Bad lines are reported with their number and quarantined; the run goes on.
+    """
+    with _store(db_path, create=True) as store:
+        pipeline = Pipeline(store)
+        size = _size(file)
+        with click.progressbar(
+            length=size,
+            label="replaying",
+            file=sys.stderr,
+            hidden=not size or not sys.stderr.isatty(),
+        ) as bar:
+            report = replay(
+                pipeline,
+                file,
+                file.name,
+                batch_size=batch_size,
+                on_line=lambda line: bar.update(len(line)),
+            )
+    for number, error in report.rejected:
+        click.echo(f"line {number}: {error.code}: {error.message}", err=True)
+    counts = ", ".join(
+        f"{report.outcomes[name]} {name}" for name in ("applied", "illegal", "ignored", "duplicate")
+    )
+    click.echo(
+        f"{report.lines} lines: {counts}, {len(report.rejected)} quarantined; "
+        f"{report.out_of_order} out of order"
+    )
+
+
+@main.command()
+@click.argument("subject_id", metavar="[ID]", required=False)
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON the read API serves.")
+def status(subject_id: str | None, db_path: str, as_json: bool) -> None:
+    """The summary, or one flow instance or document (by ID) with its history."""
+    with _store(db_path) as store:
+        if subject_id is None:
+            data = views.status(store, time.time_ns(), version=__version__, uptime_seconds=None)
+            kind = "summary"
+        else:
+            kind, data = _lookup(store, subject_id)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        click.echo(
+            {"summary": _summary_text, "flow": _instance_text, "document": _document_text}[kind](
+                data
+            )
+        )
+
+
+@main.command()
+@db_option
+def rebuild(db_path: str) -> None:
+    """Recompute every state and outcome from the stored events (after a rule change)."""
+    with _store(db_path) as store:
+        counts = Pipeline(store).rebuild()
+    click.echo(
+        f"rebuilt {counts['subjects']} subjects from {counts['events']} events: "
+        f"{counts['changed_states']} states and {counts['changed_outcomes']} "
+        "outcomes changed"
+    )
+
+
+@main.command(name="quarantine")
+@db_option
+@click.option(
+    "--limit",
+    default=views.DEFAULT_LIMIT,
+    show_default=True,
+    type=click.IntRange(1, views.MAX_LIMIT),
+    help="How many, newest first.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON the read API serves.")
+def quarantine_command(db_path: str, limit: int, as_json: bool) -> None:
+    """The malformed requests kept for an operator, newest first."""
+    with _store(db_path) as store:
+        page = views.quarantine(store, views.Page(limit))
+    if as_json:
+        click.echo(json.dumps(page, indent=2, ensure_ascii=False))
+        return
+    if not page["items"]:
+        click.echo("the quarantine is empty")
+    for item in page["items"]:
+        error = item["error"]
+        click.echo(
+            f"{item['last_seen']}  x{item['count']}  {item['source']}  "
+            f"{error['code']}: {error['message']}"
+        )
+        click.echo(f"    {_clip(item['body'], 160)}")
+
+
+@contextmanager
+def _store(db_path: str, *, create: bool = False) -> Iterator[SQLiteStore]:
+    if not create and not os.path.exists(db_path):
+        raise click.ClickException(
+            f"no database at {db_path} (set --db or FLOWTRACKER_DB, or replay a file first)"
+        )
+    try:
+        store = SQLiteStore(db_path)
+        try:
+            yield store
+        finally:
+            store.close()
+    except FlowtrackerError as error:
+        raise click.ClickException(error.message) from None
+
+
+def _lookup(store: SQLiteStore, subject_id: str) -> tuple[str, dict[str, Any]]:
+    try:
+        return "flow", views.instance(store, subject_id)
+    except NotFound:
+        pass
+    try:
+        return "document", views.document(store, subject_id)
+    except NotFound:
+        raise NotFound(f"no flow instance or document {subject_id!r}") from None
+
+
+def _size(file: BinaryIO) -> int:
+    try:
+        return os.fstat(file.fileno()).st_size
+    except (OSError, ValueError):
+        return 0
+
+
+def _summary_text(data: dict[str, Any]) -> str:
+    def counts(values: dict[str, int]) -> str:
+        return ", ".join(f"{name} {n}" for name, n in values.items() if n) or "none"
+
+    return "\n".join(
+        [
+            f"callbacks    {counts(data['callbacks'])}",
+            f"out of order {data['out_of_order']}",
+            f"quarantined  {data['quarantined']}",
+            f"instances    {counts(data['instances'])}",
+            f"documents    {counts(data['documents'])}",
+            f"stuck        {data['stuck']}",
+            f"last callback {data['last_callback_at'] or 'never'}",
+        ]
+    )
+
+
+def _instance_text(data: dict[str, Any]) -> str:
+    lines = [
+        f"flow instance {data['id']}: {data['state']}"
+        f"{' (terminal)' if data['terminal'] else ''}, {data['anomalies']} anomalies"
+    ]
+    for event in data["events"]:
+        lines.append(_history_line(event["event_created"], event["type"], event))
+    return "\n".join(lines)
+
+
+def _document_text(data: dict[str, Any]) -> str:
+    sealed = ", signed and sealed" if data["signed_and_sealed"] else ""
+    lines = [
+        f"document {data['id']} {data['title']!r}: {data['state']}, object_version "
+        f"{data['object_version']}{sealed}, {data['anomalies']} anomalies"
+    ]
+    for snapshot in data["snapshots"]:
+        label = f"{snapshot['state']} v{snapshot['object_version']}"
+        lines.append(_history_line(snapshot["mtime"], label, snapshot))
+    return "\n".join(lines)
+
+
+def _history_line(at: str, label: str, event: dict[str, Any]) -> str:
+    marks = [event["outcome"]]
+    if event["out_of_order"]:
+        marks.append("out of order")
+    if event["deliveries"] > 1:
+        marks.append(f"{event['deliveries']} deliveries")
+    reason = f": {event['reason']}" if event["reason"] else ""
+    return f"  {at:<32} {label:<38} {', '.join(marks)}{reason}"
+
+
+def _clip(text: str, width: int) -> str:
+    flat = text.replace("\n", " ")
+    return flat if len(flat) <= width else flat[: width - 1] + "…"

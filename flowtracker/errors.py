@@ -1,0 +1,95 @@
+"""The exceptions flowtracker raises, each carrying the HTTP status and error code it maps to.
+
+FlowtrackerError
+├── MalformedCallback        a callback that cannot be accepted; kept in quarantine
+│   ├── InvalidJSON          400 invalid_json
+│   ├── InvalidForm          400 invalid_form
+│   ├── PayloadTooLarge      413 payload_too_large
+│   ├── UnsupportedMediaType 415 unsupported_media_type
+│   └── InvalidEvent         422 invalid_event (details: {field: reason})
+├── Unauthorized             401 unauthorized
+├── NotFound                 404 not_found
+├── MethodNotAllowed         405 method_not_allowed
+├── InvalidQuery             422 invalid_query (details: {parameter: reason})
+└── StorageUnavailable       503 storage_unavailable (the request may be retried)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+
+class FlowtrackerError(Exception):
+    """Base of every error flowtracker raises on purpose."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        """The one error shape of the API: {"error": {"code", "message", "details"}}."""
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class MalformedCallback(FlowtrackerError):
+    """A callback request that is not well formed; the request is kept in quarantine."""
+
+    status = 400
+
+
+class InvalidJSON(MalformedCallback):
+    status, code = 400, "invalid_json"
+
+
+class InvalidForm(MalformedCallback):
+    status, code = 400, "invalid_form"
+
+
+class PayloadTooLarge(MalformedCallback):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(MalformedCallback):
+    status, code = 415, "unsupported_media_type"
+
+
+class InvalidEvent(MalformedCallback):
+    """Parseable, but not a valid callback. `details` maps each offending field to why."""
+
+    status, code = 422, "invalid_event"
+
+    def __init__(self, problems: Mapping[str, str]) -> None:
+        listed = "; ".join(f"{field}: {why}" for field, why in problems.items())
+        super().__init__(f"invalid callback: {listed}", dict(problems))
+        self.problems = dict(problems)
+
+
+class Unauthorized(FlowtrackerError):
+    status, code = 401, "unauthorized"
+
+
+class NotFound(FlowtrackerError):
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowed(FlowtrackerError):
+    status, code = 405, "method_not_allowed"
+
+
+class InvalidQuery(FlowtrackerError):
+    status, code = 422, "invalid_query"
+
+    def __init__(self, problems: Mapping[str, str]) -> None:
+        listed = "; ".join(f"{name}: {why}" for name, why in problems.items())
+        super().__init__(f"invalid query: {listed}", dict(problems))
+
+
+class StorageUnavailable(FlowtrackerError):
+    """The database cannot take the write now; nothing was written, the sender should retry."""
+
+    status, code = 503, "storage_unavailable"

@@ -1,0 +1,177 @@
+"""The ingest pipeline: deduplicate, fold through the lifecycle, store, all in one transaction.
+
+Callbacks are taken in batches (one HTTP request, or a thousand replayed lines). In a
+batch, everything the fold needs is read up front (known dedup keys and the summary of
+every subject touched); an event that lands after the subject's last event is judged
+from the current state alone; one that lands earlier makes the pipeline load that
+subject's history once and refold it. The writes of the batch then go to the store
+together, and the transaction commits before any receipt is handed out.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import insort
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .events import Callback, Kind
+from .fold import Entry, Subject, judge, refold
+from .lifecycles import DOCUMENT, FLOW, Lifecycle
+from .storage import Store, Transaction
+from .timestamps import format_ns
+
+LIFECYCLES: dict[Kind, Lifecycle] = {"flow": FLOW, "document": DOCUMENT}
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What a delivery did: the answer a sender gets once it is durably stored."""
+
+    outcome: str  # applied | illegal | ignored | duplicate
+    out_of_order: bool
+    reason: str | None
+    kind: Kind
+    subject_id: str
+    state: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "out_of_order": self.out_of_order,
+            "reason": self.reason,
+            "subject": {"kind": self.kind, "id": self.subject_id, "state": self.state},
+        }
+
+
+class Pipeline:
+    """Turns parsed callbacks into stored events and states; the only writer of both."""
+
+    def __init__(self, store: Store, clock: Callable[[], int] = time.time_ns) -> None:
+        self.store = store
+        self.clock = clock
+
+    def ingest(self, callbacks: Sequence[Callback]) -> list[Receipt]:
+        """Store a batch of callbacks in one transaction; a receipt for each, in order."""
+        if not callbacks:
+            return []
+        with self.store.transaction() as tx:
+            batch = _Batch(tx, format_ns(self.clock()), callbacks)
+            receipts = [batch.take(callback) for callback in callbacks]
+            batch.write()
+        return receipts
+
+    def rebuild(self, page: int = 500) -> dict[str, int]:
+        """Refold every subject from its stored events; counts of what changed."""
+        counts = {"subjects": 0, "events": 0, "changed_outcomes": 0, "changed_states": 0}
+        for kind, lifecycle in LIFECYCLES.items():
+            after = ""
+            while ids := self.store.subject_ids(kind, after, page):
+                with self.store.transaction() as tx:
+                    _rebuild_page(tx, kind, lifecycle, ids, counts)
+                after = ids[-1]
+        return counts
+
+
+class _Batch:
+    """The working set of one ingest transaction."""
+
+    def __init__(self, tx: Transaction, now: str, callbacks: Sequence[Callback]) -> None:
+        self.tx, self.now = tx, now
+        self.known: dict[Kind, dict[str, bool]] = {}
+        self.subjects: dict[Kind, dict[str, Subject]] = {}
+        self.touched: dict[Kind, dict[str, Subject]] = {"flow": {}, "document": {}}
+        self.redelivered: dict[Kind, list[str]] = {"flow": [], "document": []}
+        for kind in LIFECYCLES:
+            mine = [c for c in callbacks if c.kind == kind]
+            self.known[kind] = tx.known_keys(kind, {c.dedup_key for c in mine})
+            self.subjects[kind] = tx.subjects(kind, {c.subject_id for c in mine})
+
+    def take(self, callback: Callback) -> Receipt:
+        kind, lifecycle = callback.kind, LIFECYCLES[callback.kind]
+        subject = self._subject(kind, lifecycle, callback.subject_id)
+        known = self.known[kind].get(callback.dedup_key)
+        if known is not None:
+            self.redelivered[kind].append(callback.dedup_key)
+            return Receipt("duplicate", known, None, kind, subject.id, subject.state)
+        entry = _entry(callback)
+        entry.out_of_order = entry.position < subject.last[0]
+        if entry.order > subject.last:
+            subject.state, entry.verdict = judge(
+                lifecycle, subject.state, entry.trigger, entry.note
+            )
+            if entry.verdict.outcome == "applied":
+                subject.shown = entry.shown
+            if subject.history is not None:
+                subject.history.append(entry)
+            subject.add(entry)
+        else:
+            history = self._history(kind, subject)
+            subject.add(entry)
+            insort(history, entry, key=_order)
+            refold(lifecycle, subject, history)
+        subject.last_received_at = self.now
+        self.touched[kind][subject.id] = subject
+        self.known[kind][entry.key] = entry.out_of_order
+        verdict = entry.verdict
+        return Receipt(
+            verdict.outcome, entry.out_of_order, verdict.reason, kind, subject.id, subject.state
+        )
+
+    def write(self) -> None:
+        for kind in LIFECYCLES:
+            touched = list(self.touched[kind].values())
+            fresh = [entry for s in touched for entry in s.fresh]
+            changed = [e for s in touched if s.history for e in s.history if e.changed]
+            self.tx.add_entries(kind, fresh, self.now)
+            self.tx.set_verdicts(kind, changed)
+            self.tx.redeliver(kind, self.redelivered[kind], self.now)
+            self.tx.put_subjects(kind, touched)
+
+    def _subject(self, kind: Kind, lifecycle: Lifecycle, subject_id: str) -> Subject:
+        subject = self.subjects[kind].get(subject_id)
+        if subject is None:
+            subject = self.subjects[kind][subject_id] = Subject(subject_id, lifecycle.initial)
+        return subject
+
+    def _history(self, kind: Kind, subject: Subject) -> list[Entry]:
+        if subject.history is None:
+            stored = self.tx.history(kind, subject.id)
+            subject.history = sorted([*stored, *subject.fresh], key=_order)
+        return subject.history
+
+
+def _rebuild_page(
+    tx: Transaction, kind: Kind, lifecycle: Lifecycle, ids: Sequence[str], counts: dict[str, int]
+) -> None:
+    subjects = tx.subjects(kind, set(ids))
+    for subject in subjects.values():
+        history = tx.history(kind, subject.id)
+        before = subject.state
+        refold(lifecycle, subject, history)
+        changed = [entry for entry in history if entry.changed]
+        tx.set_verdicts(kind, changed)
+        counts["subjects"] += 1
+        counts["events"] += len(history)
+        counts["changed_outcomes"] += len(changed)
+        counts["changed_states"] += subject.state != before
+    tx.put_subjects(kind, list(subjects.values()))
+
+
+def _entry(callback: Callback) -> Entry:
+    return Entry(
+        key=callback.dedup_key,
+        position=callback.position,
+        trigger=callback.trigger,
+        note=callback.note,
+        time_ns=callback.moment.ns,
+        time_text=callback.moment.text,
+        out_of_order=False,
+        shown=callback.shown,
+        source=callback,
+    )
+
+
+def _order(entry: Entry) -> tuple[Any, ...]:
+    return entry.order

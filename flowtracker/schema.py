@@ -1,0 +1,117 @@
+"""The SQLite schema, as sqlite-utils migrations applied in order when a database is opened."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("flowtracker")
+
+_SUBJECT_COLUMNS = {
+    "id": str,
+    "state": str,
+    "anomalies": int,
+    "events": int,
+    "first_event_at": str,
+    "first_event_ns": int,
+    "last_event_at": str,
+    "last_event_ns": int,
+    # The greatest (position, dedup key) among the subject's events: an event below it
+    # makes the pipeline refold the subject.
+    "last_major": int,
+    "last_minor": int,
+    "last_key": str,
+    "last_received_at": str,
+}
+_DELIVERY_COLUMNS = {
+    "outcome": str,
+    "reason": str,
+    "out_of_order": int,
+    "deliveries": int,
+    "received_at": str,
+    "last_delivery_at": str,
+    "body": bytes,
+    "content_type": str,
+}
+_NOT_NULL = {"dedup_key", "outcome", "out_of_order", "deliveries", "received_at", "body"}
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db.table("instances").create(
+        _SUBJECT_COLUMNS, pk="id", not_null={"state", "anomalies", "events"}
+    )
+    db.table("documents").create(
+        {
+            **_SUBJECT_COLUMNS,
+            "object_version": int,
+            "signed_and_sealed": int,
+            "title": str,
+            "mtime": str,
+        },
+        pk="id",
+        not_null={"state", "anomalies", "events"},
+    )
+    db.table("flow_events").create(
+        {
+            "id": int,
+            "dedup_key": str,
+            "instance_id": str,
+            "type": str,
+            "version": int,
+            "event_created": str,
+            "event_ns": int,
+            **_DELIVERY_COLUMNS,
+        },
+        pk="id",
+        not_null=_NOT_NULL | {"instance_id", "type", "version", "event_created", "event_ns"},
+    )
+    db.table("document_snapshots").create(
+        {
+            "id": int,
+            "dedup_key": str,
+            "document_id": str,
+            "status": str,
+            "object_version": int,
+            "mtime": str,
+            "mtime_ns": int,
+            "signed_and_sealed": int,
+            "title": str,
+            **_DELIVERY_COLUMNS,
+        },
+        pk="id",
+        not_null=_NOT_NULL | {"document_id", "status", "object_version", "mtime", "mtime_ns"},
+    )
+    db.table("quarantine").create(
+        {
+            "body_hash": str,
+            "body": bytes,
+            "content_type": str,
+            "error": str,
+            "source": str,
+            "first_seen": str,
+            "last_seen": str,
+            "count": int,
+        },
+        pk="body_hash",
+        not_null={"body", "error", "first_seen", "last_seen", "count"},
+    )
+    # Dedup keys are unique for the life of the database, in the ingest transaction.
+    db.table("flow_events").create_index(["dedup_key"], unique=True)
+    db.table("document_snapshots").create_index(["dedup_key"], unique=True)
+    db.table("flow_events").create_index(["instance_id", "event_ns", "dedup_key"])
+    db.table("document_snapshots").create_index(
+        ["document_id", "object_version", "mtime_ns", "dedup_key"]
+    )
+    for table in ("flow_events", "document_snapshots"):
+        db.table(table).create_index(["outcome"])
+        db.table(table).create_index(["last_delivery_at"])
+        db.execute(
+            f"CREATE INDEX {table}_anomalous ON {table}(received_at) "
+            "WHERE outcome = 'illegal' OR out_of_order"
+        )
+    for table in ("instances", "documents"):
+        db.table(table).create_index(["state", "id"])
+        db.table(table).create_index(["state", "last_received_at"])
+        db.execute(f"CREATE INDEX {table}_anomalous ON {table}(id) WHERE anomalies > 0")
+    db.table("quarantine").create_index(["last_seen", "body_hash"])

@@ -1,0 +1,98 @@
+"""The storage interface: what the pipeline and the read models need from a database.
+
+`sqlite_store.SQLiteStore` is the implementation; a PostgreSQL one would implement the
+same two protocols. Errors of the database never leave a store: it raises
+`StorageUnavailable` instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .events import Kind
+from .fold import Entry, Subject
+
+
+class Transaction(Protocol):
+    """The reads and writes of one ingest transaction; all or nothing."""
+
+    def known_keys(self, kind: Kind, keys: Iterable[str]) -> dict[str, bool]:
+        """Which of these dedup keys are stored, with the `out_of_order` flag of each."""
+
+    def subjects(self, kind: Kind, ids: Iterable[str]) -> dict[str, Subject]:
+        """The stored summaries of these subjects (those that exist)."""
+
+    def history(self, kind: Kind, subject_id: str) -> list[Entry]:
+        """Every stored event of a subject, in order."""
+
+    def add_entries(self, kind: Kind, entries: Sequence[Entry], received_at: str) -> None:
+        """Store new events (each `Entry.source` holds its parsed callback)."""
+
+    def set_verdicts(self, kind: Kind, entries: Sequence[Entry]) -> None:
+        """Store the new outcome and reason of events a refold changed."""
+
+    def redeliver(self, kind: Kind, keys: Sequence[str], at: str) -> None:
+        """Count one more delivery of each key (a key may be repeated)."""
+
+    def put_subjects(self, kind: Kind, subjects: Sequence[Subject]) -> None:
+        """Insert or replace these subject summaries."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A malformed request kept for an operator."""
+
+    body: bytes
+    content_type: str
+    error: dict[str, Any]
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectFilter:
+    """Which subjects a list shows; `received_before` selects stuck ones."""
+
+    state: str | None = None
+    anomalous: bool = False
+    received_before: str | None = None
+
+
+class Store(Protocol):
+    """A database holding events, subjects and the quarantine."""
+
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """A write transaction: commits on success, rolls back on any exception."""
+
+    def quarantine(self, item: Quarantined, at: str) -> None:
+        """Keep a malformed request; a body seen before only raises its count."""
+
+    def subject_ids(self, kind: Kind, after: str, limit: int) -> list[str]:
+        """Subject ids in id order, after `after` (keyset)."""
+
+    def subject(self, kind: Kind, subject_id: str) -> dict[str, Any] | None:
+        """One subject's summary row, or None."""
+
+    def events(self, kind: Kind, subject_id: str) -> list[dict[str, Any]]:
+        """One subject's events in order, as rows including the raw body."""
+
+    def list_subjects(
+        self, kind: Kind, where: SubjectFilter, after: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Subject summary rows in id order, keyset-paginated."""
+
+    def summary(self, stuck_before: str) -> dict[str, Any]:
+        """Counts per outcome and per state, out of order, quarantined, stuck, last receipt."""
+
+    def quarantined(self, before: tuple[str, str] | None, limit: int) -> list[dict[str, Any]]:
+        """Quarantine rows, newest first, keyset-paginated on (last_seen, body_hash)."""
+
+    def anomalies(self, limit: int) -> list[dict[str, Any]]:
+        """The newest illegal or out-of-order events of both kinds."""
+
+    def ping(self) -> None:
+        """Raise StorageUnavailable unless the database answers."""
+
+    def close(self) -> None: ...

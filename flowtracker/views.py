@@ -1,0 +1,222 @@
+"""Read models: the JSON the read API serves and `flowtracker status --json` prints."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InvalidQuery, NotFound
+from .events import Kind, parse_document, parse_flow
+from .lifecycles import DOCUMENT, DOCUMENT_STATES, FLOW, FLOW_STATES
+from .storage import Store, SubjectFilter
+from .timestamps import format_ns
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+STUCK_AGE_NS = 7 * 86_400 * 1_000_000_000
+_OUTCOMES = ("applied", "illegal", "ignored", "duplicate")
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Which page of a list: `limit` rows after the opaque `cursor` of the previous page."""
+
+    limit: int = DEFAULT_LIMIT
+    cursor: str | None = None
+
+
+def instance(store: Store, instance_id: str) -> dict[str, Any]:
+    """One flow instance with its events in event-time order."""
+    row = store.subject("flow", instance_id.lower())
+    if row is None:
+        raise NotFound(f"no flow instance {instance_id!r}", {"id": instance_id})
+    events = [_flow_event(event) for event in store.events("flow", row["id"])]
+    return {**instance_summary(row), "events": events}
+
+
+def document(store: Store, document_id: str) -> dict[str, Any]:
+    """One document with its snapshots in (object_version, mtime) order."""
+    row = store.subject("document", document_id)
+    if row is None:
+        raise NotFound(f"no document {document_id!r}", {"id": document_id})
+    snapshots = [_snapshot(event) for event in store.events("document", document_id)]
+    return {**document_summary(row), "snapshots": snapshots}
+
+
+def instance_summary(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "state": row["state"],
+        "terminal": row["state"] in FLOW.terminal,
+        "first_event_at": row["first_event_at"],
+        "last_event_at": row["last_event_at"],
+        "last_received_at": row["last_received_at"],
+        "event_count": row["events"],
+        "anomalies": row["anomalies"],
+    }
+
+
+def document_summary(row: dict[str, Any]) -> dict[str, Any]:
+    sealed = row["signed_and_sealed"]
+    return {
+        "id": row["id"],
+        "state": row["state"],
+        "final": row["state"] in DOCUMENT.terminal,
+        "object_version": row["object_version"],
+        "signed_and_sealed": None if sealed is None else bool(sealed),
+        "title": row["title"],
+        "mtime": row["mtime"],
+        "last_received_at": row["last_received_at"],
+        "snapshot_count": row["events"],
+        "anomalies": row["anomalies"],
+    }
+
+
+def instances(store: Store, where: SubjectFilter, page: Page) -> dict[str, Any]:
+    """A page of instance summaries in id order, with the cursor of the next page."""
+    return _subjects(store, "flow", where, page)
+
+
+def documents(store: Store, where: SubjectFilter, page: Page) -> dict[str, Any]:
+    return _subjects(store, "document", where, page)
+
+
+def stuck_filter(now_ns: int, stuck_age_ns: int = STUCK_AGE_NS) -> SubjectFilter:
+    """In progress, with no callback received for longer than `stuck_age_ns`."""
+    return SubjectFilter(state="in_progress", received_before=format_ns(now_ns - stuck_age_ns))
+
+
+def status(
+    store: Store,
+    now_ns: int,
+    *,
+    stuck_age_ns: int = STUCK_AGE_NS,
+    version: str,
+    uptime_seconds: float | None,
+) -> dict[str, Any]:
+    """Totals for an operator: outcomes, states, anomalies, the quarantine, liveness."""
+    counts = store.summary(format_ns(now_ns - stuck_age_ns))
+    return {
+        "version": version,
+        "uptime_seconds": uptime_seconds,
+        "callbacks": {name: counts["outcomes"].get(name, 0) for name in _OUTCOMES},
+        "out_of_order": counts["out_of_order"],
+        "quarantined": counts["quarantined"],
+        "instances": {**dict.fromkeys(FLOW_STATES, 0), **counts["instances"]},
+        "documents": {**dict.fromkeys(DOCUMENT_STATES, 0), **counts["documents"]},
+        "stuck": counts["stuck"],
+        "last_callback_at": counts["last_callback_at"],
+    }
+
+
+def quarantine(store: Store, page: Page) -> dict[str, Any]:
+    """The malformed requests kept, newest first."""
+    before = _decode_cursor(page.cursor, 2) if page.cursor else None
+    rows = store.quarantined((before[0], before[1]) if before else None, _limit(page) + 1)
+    items = [quarantined(row) for row in rows[: page.limit]]
+    more = len(rows) > page.limit
+    last = rows[page.limit - 1] if more else None
+    return {
+        "items": items,
+        "next": _encode_cursor([last["last_seen"], last["body_hash"]]) if last else None,
+    }
+
+
+def quarantined(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["body_hash"],
+        "body": bytes(row["body"]).decode("utf-8", "replace"),
+        "content_type": row["content_type"],
+        "error": json.loads(row["error"]),
+        "source": row["source"],
+        "first_seen": row["first_seen"],
+        "last_seen": row["last_seen"],
+        "count": row["count"],
+    }
+
+
+def anomalies(store: Store, limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
+    """The newest illegal and out-of-order events, and the newest quarantined requests."""
+    events = [
+        {
+            "kind": row["kind"],
+            "subject_id": row["subject_id"],
+            "type": row["label"],
+            "at": row["at"],
+            "outcome": row["outcome"],
+            "reason": row["reason"],
+            "out_of_order": bool(row["out_of_order"]),
+            "received_at": row["received_at"],
+        }
+        for row in store.anomalies(limit)
+    ]
+    return {"events": events, "quarantine": quarantine(store, Page(limit))["items"]}
+
+
+def _subjects(store: Store, kind: Kind, where: SubjectFilter, page: Page) -> dict[str, Any]:
+    after = _decode_cursor(page.cursor, 1)[0] if page.cursor else None
+    rows = store.list_subjects(kind, where, after, _limit(page) + 1)
+    summary = instance_summary if kind == "flow" else document_summary
+    more = len(rows) > page.limit
+    return {
+        "items": [summary(row) for row in rows[: page.limit]],
+        "next": _encode_cursor([rows[page.limit - 1]["id"]]) if more else None,
+    }
+
+
+def _flow_event(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": row["type"],
+        "event_created": row["event_created"],
+        **_delivery(row),
+        "payload": dict(parse_flow(row["body"], row["content_type"]).payload),
+    }
+
+
+def _snapshot(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "state": row["status"],
+        "object_version": row["object_version"],
+        "mtime": row["mtime"],
+        "signed_and_sealed": bool(row["signed_and_sealed"]),
+        **_delivery(row),
+        "payload": parse_document(row["body"], row["content_type"]).payload,
+    }
+
+
+def _delivery(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "received_at": row["received_at"],
+        "last_delivery_at": row["last_delivery_at"],
+        "outcome": row["outcome"],
+        "out_of_order": bool(row["out_of_order"]),
+        "deliveries": row["deliveries"],
+        "reason": row["reason"],
+    }
+
+
+def _limit(page: Page) -> int:
+    if not 1 <= page.limit <= MAX_LIMIT:
+        raise InvalidQuery({"limit": f"must be in 1..{MAX_LIMIT} (got {page.limit})"})
+    return page.limit
+
+
+def _encode_cursor(values: list[str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, length: int) -> list[str]:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error):
+        values = None
+    if not (
+        isinstance(values, list)
+        and len(values) == length
+        and all(isinstance(v, str) for v in values)
+    ):
+        raise InvalidQuery({"cursor": "not a cursor this API gave out"})
+    return values

@@ -1,0 +1,108 @@
+"""Every (state, trigger) pair of both lifecycles, against the spec's rules written out again."""
+
+import pytest
+
+from flowtracker.events import FLOW_FIELDS
+from flowtracker.fold import Verdict, judge
+from flowtracker.lifecycles import DOCUMENT, DOCUMENT_STATES, FLOW, FLOW_STATES, Lifecycle
+
+TERMINAL_OF = {
+    "completed": "completed",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "flow_rejected": "rejected",
+    "timed_out": "timed_out",
+}
+STAYS = {"authentication_attempted", "authentication_max_failures_exceeded", "custom"}
+
+
+def expected_flow(state: str, trigger: str) -> tuple[str, Verdict]:
+    if state == "in_progress":
+        return TERMINAL_OF.get(trigger, state), Verdict("applied")
+    if TERMINAL_OF.get(trigger) == state or trigger in STAYS - {"custom"}:
+        return state, Verdict("applied")
+    return state, Verdict("illegal", f"instance already {state}")
+
+
+# Reachable statuses from each status, worked out by hand from the spec's graph.
+REACHABLE = {
+    "preparation": {
+        "awaiting_start",
+        "pending",
+        "closed",
+        "canceled",
+        "rejected",
+        "timedout",
+        "document_error",
+    },
+    "awaiting_start": {"pending", "closed", "canceled", "rejected", "timedout", "document_error"},
+    "pending": {"closed", "canceled", "rejected", "timedout", "document_error"},
+    "timedout": {"pending", "closed", "canceled", "rejected", "document_error"},
+    "closed": {"document_error"},
+    "document_error": {"closed"},
+    "canceled": set(),
+    "rejected": set(),
+}
+
+
+def expected_document(state: str, status: str) -> tuple[str, Verdict]:
+    if state == "new" or status == state or status in REACHABLE[state]:
+        return status, Verdict("applied")
+    if state in ("canceled", "rejected"):
+        return state, Verdict(
+            "illegal", f"document already {state} (final); {status} is not allowed"
+        )
+    return state, Verdict("illegal", f"document is {state}; {status} is not reachable from {state}")
+
+
+def test_the_flow_triggers_are_the_flow_callback_types() -> None:
+    assert set(FLOW.triggers) == set(FLOW_FIELDS)
+
+
+def test_the_document_triggers_are_the_statuses() -> None:
+    assert set(DOCUMENT.triggers) == set(DOCUMENT_STATES)
+
+
+@pytest.mark.parametrize("state", FLOW_STATES)
+@pytest.mark.parametrize("trigger", sorted(FLOW_FIELDS))
+def test_flow_lifecycle(state: str, trigger: str) -> None:
+    assert judge(FLOW, state, trigger, None) == expected_flow(state, trigger)
+
+
+@pytest.mark.parametrize("state", ("new", *DOCUMENT_STATES))
+@pytest.mark.parametrize("status", DOCUMENT_STATES)
+def test_document_lifecycle(state: str, status: str) -> None:
+    assert judge(DOCUMENT, state, status, None) == expected_document(state, status)
+
+
+@pytest.mark.parametrize(
+    ("lifecycle", "trigger", "reason"),
+    [
+        (FLOW, "signatory_opened", "unknown callback type 'signatory_opened'"),
+        (DOCUMENT, "archived", "unknown status 'archived'"),
+    ],
+)
+def test_unknown_triggers_are_ignored(lifecycle: Lifecycle, trigger: str, reason: str) -> None:
+    assert judge(lifecycle, lifecycle.initial, trigger, None) == (
+        lifecycle.initial,
+        Verdict("ignored", reason),
+    )
+
+
+def test_no_trigger_is_ignored_with_its_note() -> None:
+    assert judge(FLOW, "in_progress", None, "unsupported version 2") == (
+        "in_progress",
+        Verdict("ignored", "unsupported version 2"),
+    )
+
+
+def test_table_lists_every_pair_once() -> None:
+    assert len(FLOW.table()) == len(FLOW_STATES) * len(FLOW_FIELDS)
+    assert len(DOCUMENT.table()) == (len(DOCUMENT_STATES) + 1) * len(DOCUMENT_STATES)
+
+
+def test_machines_have_no_models_and_no_auto_transitions() -> None:
+    for lifecycle in (FLOW, DOCUMENT):
+        machine = lifecycle._machine
+        assert machine.models == []
+        assert not any(name.startswith("to_") for name in machine.events)

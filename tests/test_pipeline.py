@@ -1,0 +1,288 @@
+"""The ingest pipeline against a real SQLite file: dedup, order, refold, atomicity."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowtracker import views
+from flowtracker.events import parse_document, parse_flow
+from flowtracker.pipeline import Pipeline, Receipt
+from flowtracker.sqlite_store import SQLiteStore, SQLiteTransaction
+from tests.conftest import DOCUMENT, INSTANCE, Clock, at, document_form, flow
+
+FORM = "application/x-www-form-urlencoded"
+OTHER = "08b9e7d4-d424-4e66-baa4-06ab6635aad6"
+
+
+def send(pipeline: Pipeline, *bodies: bytes) -> list[Receipt]:
+    """Deliver each body in its own batch, as separate HTTP requests would."""
+    return [pipeline.ingest([parse_flow(body)])[0] for body in bodies]
+
+
+def send_documents(pipeline: Pipeline, *bodies: bytes) -> list[Receipt]:
+    return [pipeline.ingest([parse_document(body, FORM)])[0] for body in bodies]
+
+
+def history(store: SQLiteStore, instance: str = INSTANCE) -> list[tuple[Any, ...]]:
+    return [
+        (
+            e["type"],
+            e["event_created"],
+            e["outcome"],
+            e["reason"],
+            e["out_of_order"],
+            e["deliveries"],
+        )
+        for e in views.instance(store, instance)["events"]
+    ]
+
+
+def test_the_specs_late_completed_example(pipeline: Pipeline, store: SQLiteStore) -> None:
+    receipts = send(pipeline, flow("cancelled", 20), flow("completed", 10))
+    assert [r.to_dict() for r in receipts] == [
+        {
+            "outcome": "applied",
+            "out_of_order": False,
+            "reason": None,
+            "subject": {"kind": "flow", "id": INSTANCE, "state": "cancelled"},
+        },
+        {
+            "outcome": "applied",
+            "out_of_order": True,
+            "reason": None,
+            "subject": {"kind": "flow", "id": INSTANCE, "state": "completed"},
+        },
+    ]
+    assert history(store) == [
+        ("completed", at(10), "applied", None, True, 1),
+        ("cancelled", at(20), "illegal", "instance already completed", False, 1),
+    ]
+    summary = views.instance(store, INSTANCE)
+    assert (summary["state"], summary["terminal"], summary["anomalies"]) == ("completed", True, 2)
+
+
+def test_duplicate_only_counts_a_delivery(
+    pipeline: Pipeline, store: SQLiteStore, clock: Clock
+) -> None:
+    send(pipeline, flow("custom", 1))
+    first = views.instance(store, INSTANCE)
+    clock.advance(60)
+    receipts = send(pipeline, flow("custom", 1))
+    assert receipts == [Receipt("duplicate", False, None, "flow", INSTANCE, "in_progress")]
+    again = views.instance(store, INSTANCE)
+    assert again["events"][0].pop("deliveries") == 2
+    assert again["events"][0].pop("last_delivery_at") == "2027-01-15T08:01:00.000000Z"
+    del first["events"][0]["deliveries"], first["events"][0]["last_delivery_at"]
+    assert again == first
+
+
+def test_duplicate_of_a_late_event_reports_it_late(pipeline: Pipeline) -> None:
+    send(pipeline, flow("custom", 9), flow("custom", 1))
+    assert send(pipeline, flow("custom", 1))[0].out_of_order is True
+
+
+def test_equal_times_are_not_out_of_order(pipeline: Pipeline, store: SQLiteStore) -> None:
+    receipts = send(pipeline, flow("custom", 5), flow("custom", 5, callback_name="other"))
+    assert [r.out_of_order for r in receipts] == [False, False]
+    assert views.instance(store, INSTANCE)["anomalies"] == 0
+
+
+def test_unknown_type_and_version_are_ignored(pipeline: Pipeline, store: SQLiteStore) -> None:
+    receipts = send(pipeline, flow("signatory_opened", 1), flow("completed", 2, version=2))
+    assert [(r.outcome, r.reason, r.state) for r in receipts] == [
+        ("ignored", "unknown callback type 'signatory_opened'", "in_progress"),
+        ("ignored", "unsupported version 2", "in_progress"),
+    ]
+
+
+def test_terminal_instance_takes_auth_and_repeats_but_not_custom(pipeline: Pipeline) -> None:
+    receipts = send(
+        pipeline,
+        flow("completed", 1),
+        flow("completed", 2),
+        flow("authentication_attempted", 3),
+        flow("custom", 4),
+        flow("flow_rejected", 5),
+    )
+    assert [(r.outcome, r.reason) for r in receipts] == [
+        ("applied", None),
+        ("applied", None),
+        ("applied", None),
+        ("illegal", "instance already completed"),
+        ("illegal", "instance already completed"),
+    ]
+
+
+def test_instances_are_independent(pipeline: Pipeline, store: SQLiteStore) -> None:
+    send(pipeline, flow("completed", 1), flow("timed_out", 2, instance=OTHER))
+    assert [views.instance(store, i)["state"] for i in (INSTANCE, OTHER)] == [
+        "completed",
+        "timed_out",
+    ]
+
+
+def test_one_batch_equals_one_by_one(tmp_path: Path, clock: Clock) -> None:
+    bodies = [
+        flow("custom", 5),
+        flow("completed", 9),
+        flow("custom", 5),
+        flow("cancelled", 3),
+        flow("authentication_attempted", 1),
+        flow("completed", 9),
+        flow("failed", 7),
+    ]
+    results = []
+    for name, batched in (("one.db", False), ("batch.db", True)):
+        store = SQLiteStore(tmp_path / name)
+        pipeline = Pipeline(store, clock)
+        callbacks = [parse_flow(b) for b in bodies]
+        receipts = (
+            pipeline.ingest(callbacks) if batched else [pipeline.ingest([c])[0] for c in callbacks]
+        )
+        results.append((receipts, views.instance(store, INSTANCE)))
+        store.close()
+    assert results[0] == results[1]
+    assert results[0][1]["state"] == "cancelled"
+
+
+def test_documents_follow_object_version(pipeline: Pipeline, store: SQLiteStore) -> None:
+    receipts = send_documents(
+        pipeline,
+        document_form("pending", 3, 1),
+        document_form("closed", 7, 9, sealed=True),
+        document_form("pending", 5, 4),  # late: lands between the two
+        document_form("pending", 8, 10),  # later, but a closed document cannot go back
+    )
+    assert [(r.outcome, r.out_of_order, r.reason, r.state) for r in receipts] == [
+        ("applied", False, None, "pending"),
+        ("applied", False, None, "closed"),
+        ("applied", True, None, "closed"),
+        ("illegal", False, "document is closed; pending is not reachable from closed", "closed"),
+    ]
+    view = views.document(store, DOCUMENT)
+    del view["snapshots"]
+    assert view == {
+        "id": DOCUMENT,
+        "state": "closed",
+        "final": False,
+        "object_version": 7,
+        "signed_and_sealed": True,
+        "title": "Lease agreement",
+        "mtime": "2021-04-05T10:09:00Z",
+        "last_received_at": "2027-01-15T08:00:00.000000Z",
+        "snapshot_count": 4,
+        "anomalies": 2,
+    }
+
+
+def test_prolong_keeps_object_version(pipeline: Pipeline, store: SQLiteStore) -> None:
+    receipts = send_documents(
+        pipeline,
+        document_form("pending", 4, 5),
+        document_form("timedout", 4, 6),
+        document_form("pending", 4, 7),
+    )
+    assert [(r.outcome, r.state) for r in receipts] == [
+        ("applied", "pending"),
+        ("applied", "timedout"),
+        ("applied", "pending"),
+    ]
+
+
+def test_first_snapshot_is_applied_whatever_its_status(pipeline: Pipeline) -> None:
+    receipts = send_documents(
+        pipeline, document_form("closed", 9, 1), document_form("preparation", 1, 0)
+    )
+    assert [(r.outcome, r.out_of_order, r.state) for r in receipts] == [
+        ("applied", False, "closed"),
+        ("applied", True, "closed"),
+    ]
+
+
+def test_dedup_survives_a_restart(db_path: Path, clock: Clock) -> None:
+    store = SQLiteStore(db_path)
+    send(Pipeline(store, clock), flow("completed", 1))
+    send_documents(Pipeline(store, clock), document_form("pending", 1))
+    store.close()
+    store = SQLiteStore(db_path)
+    pipeline = Pipeline(store, clock)
+    assert send(pipeline, flow("completed", 1))[0].outcome == "duplicate"
+    assert send_documents(pipeline, document_form("pending", 1))[0].outcome == "duplicate"
+    store.close()
+
+
+@pytest.mark.parametrize("failing", ["add_entries", "set_verdicts", "redeliver", "put_subjects"])
+def test_a_crash_inside_the_transaction_writes_nothing(
+    pipeline: Pipeline, store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    send(pipeline, flow("cancelled", 20), flow("custom", 1))
+    before = (
+        views.instance(store, INSTANCE),
+        views.status(store, 0, version="x", uptime_seconds=None),
+    )
+
+    def crash(*args: object) -> None:
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(SQLiteTransaction, failing, crash)
+    batch = [
+        parse_flow(b)
+        for b in (flow("completed", 10), flow("custom", 1), flow("completed", 1, instance=OTHER))
+    ]
+    with pytest.raises(RuntimeError):
+        pipeline.ingest(batch)
+    monkeypatch.undo()
+    assert (
+        views.instance(store, INSTANCE),
+        views.status(store, 0, version="x", uptime_seconds=None),
+    ) == before
+    assert store.subject("flow", OTHER) is None
+
+
+def test_rebuild_gives_the_states_ingest_gave(pipeline: Pipeline, store: SQLiteStore) -> None:
+    send(
+        pipeline,
+        flow("cancelled", 20),
+        flow("completed", 10),
+        flow("custom", 1),
+        flow("failed", 3, instance=OTHER),
+    )
+    send_documents(pipeline, document_form("closed", 7, 9), document_form("pending", 3, 1))
+    before = [
+        views.instance(store, INSTANCE),
+        views.instance(store, OTHER),
+        views.document(store, DOCUMENT),
+    ]
+    assert pipeline.rebuild() == {
+        "subjects": 3,
+        "events": 6,
+        "changed_outcomes": 0,
+        "changed_states": 0,
+    }
+    assert [
+        views.instance(store, INSTANCE),
+        views.instance(store, OTHER),
+        views.document(store, DOCUMENT),
+    ] == before
+
+
+def test_rebuild_repairs_a_state_that_disagrees_with_the_events(
+    pipeline: Pipeline, store: SQLiteStore
+) -> None:
+    send(pipeline, flow("cancelled", 20), flow("completed", 10))
+    before = views.instance(store, INSTANCE)
+    with store.transaction() as tx:
+        tx.conn.execute("UPDATE instances SET state = 'failed', anomalies = 0")
+        tx.conn.execute("UPDATE flow_events SET outcome = 'applied', reason = NULL")
+    assert pipeline.rebuild() == {
+        "subjects": 1,
+        "events": 2,
+        "changed_outcomes": 1,
+        "changed_states": 1,
+    }
+    assert views.instance(store, INSTANCE) == before
+
+
+def test_empty_batch_is_a_no_op(pipeline: Pipeline) -> None:
+    assert pipeline.ingest([]) == []
