@@ -68,7 +68,7 @@ def replay_command(file: BinaryIO, db_path: str, batch_size: int) -> None:
             report = replay(
                 pipeline,
                 file,
-                file.name,
+                getattr(file, "name", "<stdin>"),
                 batch_size=batch_size,
                 on_line=lambda line: bar.update(len(line)),
             )

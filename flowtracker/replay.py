@@ -83,5 +83,5 @@ def _parsed(
 def _ingest(pipeline: Pipeline, batch: list[Callback], report: ReplayReport) -> None:
     for receipt in pipeline.ingest(batch):
         report.outcomes[receipt.outcome] += 1
-        report.out_of_order += receipt.out_of_order
+        report.out_of_order += receipt.out_of_order and receipt.outcome != "duplicate"
     batch.clear()

@@ -1,0 +1,166 @@
+"""The core invariant: any arrival order of a delivery set, with any duplicates and any
+batching, gives the same states and the same histories; and they match the spec's rules
+applied to the events sorted by their order key."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowtracker import views
+from flowtracker.events import Callback, parse_line
+from flowtracker.pipeline import Pipeline
+from flowtracker.sqlite_store import SQLiteStore
+from tests.conftest import DOCUMENT, INSTANCE, Clock, at, document_json, flow
+from tests.test_lifecycles import expected_document, expected_flow
+
+OTHER = "08b9e7d4-d424-4e66-baa4-06ab6635aad6"
+FLOW_TYPES = [
+    "completed", "failed", "cancelled", "flow_rejected", "timed_out",
+    "authentication_attempted", "authentication_max_failures_exceeded", "custom",
+    "signatory_opened",
+]  # fmt: skip
+STATUSES = [
+    "preparation", "awaiting_start", "pending", "closed", "canceled", "rejected", "timedout",
+    "document_error", "archived",
+]  # fmt: skip
+
+flow_bodies = st.builds(
+    lambda type_, second, instance, version, n: flow(type_, second, instance, version=version, n=n),
+    st.sampled_from(FLOW_TYPES),
+    st.integers(0, 5),  # few distinct times: equal times happen
+    st.sampled_from([INSTANCE, OTHER]),
+    st.sampled_from([1, 1, 1, 1, 2]),
+    st.integers(0, 1),  # same type and time, other body: a distinct event
+)
+document_bodies = st.builds(
+    lambda status, version, minute, sealed: json.dumps(
+        {
+            "document_id": DOCUMENT,
+            "document_signed_and_sealed": sealed,
+            "document_json": document_json(status, version, minute),
+        }
+    ).encode(),
+    st.sampled_from(STATUSES),
+    st.integers(1, 4),
+    st.integers(0, 2),
+    st.booleans(),
+)
+
+
+@st.composite
+def deliveries(draw: st.DrawFn, bodies: st.SearchStrategy[bytes]) -> list[list[bytes]]:
+    """Distinct bodies, each delivered at least once, shuffled, cut into batches."""
+    distinct = draw(st.lists(bodies, min_size=1, max_size=12, unique=True))
+    repeats = draw(st.lists(st.sampled_from(distinct), max_size=8))
+    order = draw(st.permutations(distinct + repeats))
+    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(order) - 1)), max_size=4)))
+    return [order[a:b] for a, b in zip([0, *cuts], [*cuts, len(order)], strict=True) if a < b]
+
+
+def ingest(batches: list[list[bytes]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Ingest into a fresh database; the state and history of every subject touched."""
+    with tempfile.TemporaryDirectory() as directory:
+        store = SQLiteStore(Path(directory) / "t.db", durability="normal")
+        try:
+            pipeline = Pipeline(store, Clock())
+            for batch in batches:
+                pipeline.ingest([parse_line(body) for body in batch])
+            return _subjects(store), _totals(store)
+        finally:
+            store.close()
+
+
+def _subjects(store: SQLiteStore) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for instance in (INSTANCE, OTHER):
+        if store.subject("flow", instance):
+            view = views.instance(store, instance)
+            found[instance] = (view["state"], [_event(e) for e in view["events"]])
+    if store.subject("document", DOCUMENT):
+        view = views.document(store, DOCUMENT)
+        shown = (view["object_version"], view["signed_and_sealed"], view["mtime"])
+        found[DOCUMENT] = (view["state"], shown, [_event(e) for e in view["snapshots"]])
+    return found
+
+
+def _event(event: dict[str, Any]) -> tuple[Any, ...]:
+    # Everything but what describes arrival: out_of_order, received_at, deliveries.
+    return (json.dumps(event["payload"], sort_keys=True), event["outcome"], event["reason"])
+
+
+def _totals(store: SQLiteStore) -> list[dict[str, Any]]:
+    return [
+        {"deliveries": e["deliveries"]}
+        for kind, subject in (("flow", INSTANCE), ("flow", OTHER), ("document", DOCUMENT))
+        for e in store.events(kind, subject)  # type: ignore[arg-type]
+    ]
+
+
+def oracle(bodies: set[bytes]) -> dict[str, Any]:
+    """The spec applied by hand: sort each subject's events by order key and fold."""
+    callbacks = sorted(
+        (parse_line(body) for body in bodies), key=lambda c: (c.position, c.dedup_key)
+    )
+    found: dict[str, Any] = {}
+    for subject in (INSTANCE, OTHER, DOCUMENT):
+        mine = [c for c in callbacks if c.subject_id == subject]
+        if mine:
+            found[subject] = _fold_by_hand(mine)
+    return found
+
+
+def _fold_by_hand(callbacks: list[Callback]) -> Any:
+    is_flow = callbacks[0].kind == "flow"
+    state, history = ("in_progress" if is_flow else "new"), []
+    shown: tuple[Any, ...] = (None, None, None)
+    for c in callbacks:
+        if c.trigger is None:
+            verdict = ("ignored", c.note)
+        elif c.trigger not in (FLOW_TYPES[:-1] if is_flow else STATUSES[:-1]):
+            noun = "callback type" if is_flow else "status"
+            verdict = ("ignored", f"unknown {noun} {c.trigger!r}")
+        else:
+            rule = expected_flow if is_flow else expected_document
+            state, judged = rule(state, c.trigger)
+            verdict = (judged.outcome, judged.reason)
+            if judged.outcome == "applied" and c.kind == "document":
+                shown = (c.object_version, c.signed_and_sealed, c.mtime.text)
+        history.append((json.dumps(dict(c.payload), sort_keys=True), *verdict))
+    return (state, history) if is_flow else (state, shown, history)
+
+
+def check(batches: list[list[bytes]]) -> None:
+    subjects, totals = ingest(batches)
+    everything = [body for batch in batches for body in batch]
+    assert subjects == oracle(set(everything))
+    assert sum(t["deliveries"] for t in totals) == len(everything)
+    in_order = sorted(set(everything), key=lambda b: parse_line(b).dedup_key)
+    assert ingest([in_order])[0] == subjects
+
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(deliveries(flow_bodies))
+def test_flow_state_and_history_do_not_depend_on_arrival(batches: list[list[bytes]]) -> None:
+    check(batches)
+
+
+@SETTINGS
+@given(deliveries(document_bodies))
+def test_document_state_and_history_do_not_depend_on_arrival(
+    batches: list[list[bytes]],
+) -> None:
+    check(batches)
+
+
+def test_the_oracle_sees_the_specs_example() -> None:
+    assert oracle({flow("cancelled", 2), flow("completed", 1)})[INSTANCE][0] == "completed"
+    assert at(1) < at(2)

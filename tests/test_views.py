@@ -1,0 +1,204 @@
+"""Read models over a real store: whole values, filters, keyset pagination, quarantine."""
+
+import json
+
+import pytest
+
+from flowtracker import views
+from flowtracker.errors import InvalidQuery, NotFound
+from flowtracker.events import parse_document, parse_flow
+from flowtracker.pipeline import Pipeline
+from flowtracker.sqlite_store import SQLiteStore
+from flowtracker.storage import Quarantined, SubjectFilter
+from tests.conftest import DOCUMENT, INSTANCE, T0, Clock, at, document_form, flow
+
+DAY = 86_400
+IDS = [f"00000000-0000-4000-8000-{n:012d}" for n in range(7)]
+
+
+def test_instance_view_is_the_whole_history(pipeline: Pipeline, store: SQLiteStore) -> None:
+    pipeline.ingest([parse_flow(flow("custom", 3)), parse_flow(flow("completed", 1))])
+    assert views.instance(store, INSTANCE.upper()) == {
+        "id": INSTANCE,
+        "state": "completed",
+        "terminal": True,
+        "first_event_at": at(1),
+        "last_event_at": at(3),
+        "last_received_at": "2027-01-15T08:00:00.000000Z",
+        "event_count": 2,
+        "anomalies": 2,
+        "events": [
+            {
+                "type": "completed",
+                "event_created": at(1),
+                "received_at": "2027-01-15T08:00:00.000000Z",
+                "last_delivery_at": "2027-01-15T08:00:00.000000Z",
+                "outcome": "applied",
+                "out_of_order": True,
+                "deliveries": 1,
+                "reason": None,
+                "payload": json.loads(flow("completed", 1)),
+            },
+            {
+                "type": "custom",
+                "event_created": at(3),
+                "received_at": "2027-01-15T08:00:00.000000Z",
+                "last_delivery_at": "2027-01-15T08:00:00.000000Z",
+                "outcome": "illegal",
+                "out_of_order": False,
+                "deliveries": 1,
+                "reason": "instance already completed",
+                "payload": json.loads(flow("custom", 3)),
+            },
+        ],
+    }
+
+
+def test_document_snapshot_payload_is_json_whatever_the_encoding(
+    pipeline: Pipeline, store: SQLiteStore
+) -> None:
+    body = document_form("pending", 2)
+    pipeline.ingest([parse_document(body, "application/x-www-form-urlencoded")])
+    snapshot = views.document(store, DOCUMENT)["snapshots"][0]
+    assert snapshot["payload"] == parse_document(body, "application/x-www-form-urlencoded").payload
+    assert (snapshot["state"], snapshot["object_version"], snapshot["signed_and_sealed"]) == (
+        "pending",
+        2,
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("view", "message"),
+    [
+        (views.instance, f"no flow instance '{INSTANCE}'"),
+        (views.document, f"no document '{INSTANCE}'"),
+    ],
+)
+def test_unknown_subject_is_not_found(store: SQLiteStore, view: object, message: str) -> None:
+    with pytest.raises(NotFound) as error:
+        view(store, INSTANCE)  # type: ignore[operator]
+    assert error.value.to_dict() == {
+        "error": {"code": "not_found", "message": message, "details": {"id": INSTANCE}}
+    }
+
+
+@pytest.fixture
+def seven(pipeline: Pipeline, clock: Clock) -> Pipeline:
+    """Seven instances: 0-2 completed, 3 with an illegal event, 4-6 in progress, 5-6 stale."""
+    for n, instance in enumerate(IDS):
+        clock.ns = T0 - (10 * DAY * 1_000_000_000 if n >= 5 else 0)
+        bodies = [flow("custom", 1, instance)]
+        if n <= 3:
+            bodies.append(flow("completed", 2, instance))
+        if n == 3:
+            bodies.append(flow("custom", 3, instance))
+        pipeline.ingest([parse_flow(b) for b in bodies])
+    clock.ns = T0
+    return pipeline
+
+
+def ids(page: dict[str, object]) -> list[str]:
+    return [item["id"] for item in page["items"]]  # type: ignore[attr-defined, index]
+
+
+def test_pages_walk_every_instance_once(seven: Pipeline, store: SQLiteStore) -> None:
+    seen, cursor, pages = [], None, 0
+    while True:
+        page = views.instances(store, SubjectFilter(), views.Page(3, cursor))
+        seen += ids(page)
+        pages += 1
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert (seen, pages) == (IDS, 3)
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        (SubjectFilter(state="completed"), IDS[:4]),
+        (SubjectFilter(state="in_progress"), IDS[4:]),
+        (SubjectFilter(anomalous=True), [IDS[3]]),
+        (views.stuck_filter(T0), IDS[5:]),
+        (views.stuck_filter(T0, stuck_age_ns=20 * DAY * 1_000_000_000), []),
+        (SubjectFilter(state="cancelled"), []),
+    ],
+)
+def test_filters(
+    seven: Pipeline, store: SQLiteStore, where: SubjectFilter, expected: list[str]
+) -> None:
+    assert ids(views.instances(store, where, views.Page())) == expected
+
+
+def test_status_counts_stuck_instances(seven: Pipeline, store: SQLiteStore) -> None:
+    status = views.status(store, T0, version="1", uptime_seconds=2.5)
+    assert (status["stuck"], status["instances"]["in_progress"], status["uptime_seconds"]) == (
+        2,
+        3,
+        2.5,
+    )
+
+
+@pytest.mark.parametrize(
+    ("page", "problems"),
+    [
+        (views.Page(0), {"limit": "must be in 1..500 (got 0)"}),
+        (views.Page(501), {"limit": "must be in 1..500 (got 501)"}),
+        (views.Page(10, "garbage!"), {"cursor": "not a cursor this API gave out"}),
+        (views.Page(10, "WyJhIiwiYiJd"), {"cursor": "not a cursor this API gave out"}),
+    ],
+)
+def test_bad_page_is_an_invalid_query(
+    store: SQLiteStore, page: views.Page, problems: dict[str, str]
+) -> None:
+    with pytest.raises(InvalidQuery) as error:
+        views.instances(store, SubjectFilter(), page)
+    assert error.value.details == problems
+
+
+def test_documents_list_by_state(pipeline: Pipeline, store: SQLiteStore) -> None:
+    pipeline.ingest(
+        [parse_document(document_form("pending", 2), "application/x-www-form-urlencoded")]
+    )
+    assert ids(views.documents(store, SubjectFilter(state="pending"), views.Page())) == [DOCUMENT]
+    assert ids(views.documents(store, SubjectFilter(state="closed"), views.Page())) == []
+
+
+def quarantine_one(store: SQLiteStore, body: bytes, at_: str) -> None:
+    error = {"code": "invalid_json", "message": "body is not valid JSON", "details": None}
+    store.quarantine(Quarantined(body, "application/json", error, "POST /callbacks/flow"), at_)
+
+
+def test_quarantine_counts_repeats_and_pages_newest_first(store: SQLiteStore) -> None:
+    quarantine_one(store, b"{a", "2027-01-01T00:00:00.000000Z")
+    quarantine_one(store, b"\xff\xfe", "2027-01-01T00:00:01.000000Z")
+    quarantine_one(store, b"{a", "2027-01-01T00:00:02.000000Z")
+    quarantine_one(store, b"{b", "2027-01-01T00:00:03.000000Z")
+    first = views.quarantine(store, views.Page(2))
+    second = views.quarantine(store, views.Page(2, first["next"]))
+    assert [
+        (q["body"], q["count"], q["first_seen"][-9:-1]) for q in first["items"] + second["items"]
+    ] == [
+        ("{b", 1, "3.000000"),
+        ("{a", 2, "0.000000"),
+        ("\ufffd\ufffd", 1, "1.000000"),
+    ]
+    assert second["next"] is None
+
+
+def test_anomalies_lists_illegal_late_and_quarantined(
+    pipeline: Pipeline, store: SQLiteStore, clock: Clock
+) -> None:
+    pipeline.ingest([parse_flow(flow("cancelled", 5))])
+    clock.advance(1)
+    pipeline.ingest([parse_flow(flow("completed", 1))])
+    quarantine_one(store, b"{a", "2027-01-15T08:00:02.000000Z")
+    result = views.anomalies(store)
+    assert [
+        (e["type"], e["outcome"], e["out_of_order"], e["reason"]) for e in result["events"]
+    ] == [
+        ("completed", "applied", True, None),
+        ("cancelled", "illegal", False, "instance already completed"),
+    ]
+    assert [q["body"] for q in result["quarantine"]] == ["{a"]
