@@ -66,6 +66,13 @@ FLOW_FIELDS: Mapping[str, tuple[Field, ...]] = MappingProxyType(
 )
 
 
+_TYPE, _VERSION = Field("type", str), Field("version", int)
+_INSTANCE_ID = Field("flow_instance_id", str)
+_STATUS, _OBJECT_VERSION = Field("status", str), Field("object_version", int)
+_EVENT_CREATED, _MTIME = Field("event_created", str), Field("mtime", str)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 @dataclass(frozen=True, slots=True)
 class FlowCallback:
     """One Flow callback: an event in the life of a flow instance."""
@@ -210,18 +217,17 @@ def media_type(content_type: str) -> str:
 
 def canonical_json(value: Any) -> bytes:
     """Keys sorted, compact separators, UTF-8: the form dedup keys are computed over."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return text.encode("utf-8", "surrogatepass")
+    return _CANONICAL.encode(value).encode("utf-8", "surrogatepass")
 
 
 def _flow(fields: JSONObject, body: bytes, content_type: str) -> FlowCallback:
     problems: dict[str, str] = {}
-    kind = _take(fields, Field("type", str), problems)
-    version = _take(fields, Field("version", int), problems)
-    instance_id = _take(fields, Field("flow_instance_id", str), problems)
+    kind = _take(fields, _TYPE, problems)
+    version = _take(fields, _VERSION, problems)
+    instance_id = _take(fields, _INSTANCE_ID, problems)
     if instance_id is not None and not _UUID.fullmatch(instance_id):
         problems["flow_instance_id"] = "must be a UUID (8-4-4-4-12 hexadecimal digits)"
-    created = _timestamp(fields, "event_created", problems)
+    created = _timestamp(fields, _EVENT_CREATED, problems)
     if version == FLOW_VERSION and kind in FLOW_FIELDS:
         for field in FLOW_FIELDS[kind]:
             _take(fields, field, problems)
@@ -251,9 +257,9 @@ def _document(fields: JSONObject, body: bytes, content_type: str) -> DocumentCal
     document = _document_json(_alias(fields, "document_json", "json", problems), problems)
     status = object_version = mtime = None
     if document is not None:
-        status = _take(document, Field("status", str), problems, "document_json.")
-        object_version = _take(document, Field("object_version", int), problems, "document_json.")
-        mtime = _timestamp(document, "mtime", problems, "document_json.")
+        status = _take(document, _STATUS, problems, "document_json.")
+        object_version = _take(document, _OBJECT_VERSION, problems, "document_json.")
+        mtime = _timestamp(document, _MTIME, problems, "document_json.")
         _check_id(document, document_id, problems)
     if problems:
         raise InvalidEvent(problems)
@@ -383,15 +389,15 @@ def _take(fields: JSONObject, field: Field, problems: dict[str, str], prefix: st
 
 
 def _timestamp(
-    fields: JSONObject, name: str, problems: dict[str, str], prefix: str = ""
+    fields: JSONObject, field: Field, problems: dict[str, str], prefix: str = ""
 ) -> Timestamp | None:
-    text = _take(fields, Field(name, str), problems, prefix)
+    text = _take(fields, field, problems, prefix)
     if text is None:
         return None
     try:
         return parse_timestamp(text)
     except TimestampError as error:
-        problems[prefix + name] = str(error)
+        problems[prefix + field.name] = str(error)
         return None
 
 

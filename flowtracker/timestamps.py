@@ -15,6 +15,7 @@ _RFC3339 = re.compile(
 )
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _NS = 1_000_000_000
+_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
 class TimestampError(ValueError):
@@ -34,22 +35,21 @@ def parse_timestamp(text: str) -> Timestamp:
     match = _RFC3339.fullmatch(text)
     if match is None:
         raise TimestampError("not an RFC 3339 timestamp (expected YYYY-MM-DDTHH:MM:SS[.f]Z)")
-    part = {name: int(value) for name, value in match.groupdict().items() if _digits(value)}
-    year, month = part["year"], part["month"]
+    year, month, day, hour, minute, second = map(int, match.group(1, 2, 3, 4, 5, 6))
     _check("year", year, 1, 9999)
     _check("month", month, 1, 12)
-    _check("day", part["day"], 1, calendar.monthrange(year, month)[1])
-    _check("hour", part["hour"], 0, 23)
-    _check("minute", part["minute"], 0, 59)
-    _check("second", part["second"], 0, 59)
+    _check("day", day, 1, 29 if month == 2 and calendar.isleap(year) else _DAYS[month])
+    _check("hour", hour, 0, 23)
+    _check("minute", minute, 0, 59)
+    _check("second", second, 0, 59)
     offset = 0
     if match["sign"]:
-        _check("offset hour", part["off_hour"], 0, 23)
-        _check("offset minute", part["off_minute"], 0, 59)
-        offset = (part["off_hour"] * 60 + part["off_minute"]) * 60
-        offset = -offset if match["sign"] == "-" else offset
-    days = date(year, month, part["day"]).toordinal() - _EPOCH_ORDINAL
-    seconds = days * 86_400 + part["hour"] * 3_600 + part["minute"] * 60 + part["second"]
+        off_hour, off_minute = int(match["off_hour"]), int(match["off_minute"])
+        _check("offset hour", off_hour, 0, 23)
+        _check("offset minute", off_minute, 0, 59)
+        offset = (off_hour * 60 + off_minute) * 60 * (-1 if match["sign"] == "-" else 1)
+    days = date(year, month, day).toordinal() - _EPOCH_ORDINAL
+    seconds = days * 86_400 + hour * 3_600 + minute * 60 + second
     fraction = int((match["fraction"] or "").ljust(9, "0")[:9])
     return Timestamp(text, (seconds - offset) * _NS + fraction)
 
@@ -59,10 +59,6 @@ def format_ns(ns: int) -> str:
     seconds, rest = divmod(ns, _NS)
     moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1_000)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _digits(value: str | None) -> bool:
-    return value is not None and value.isdigit()
 
 
 def _check(name: str, value: int, low: int, high: int) -> None:
