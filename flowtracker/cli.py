@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -16,6 +17,7 @@ from . import __version__, views
 from .errors import FlowtrackerError, NotFound
 from .pipeline import Pipeline
 from .replay import DEFAULT_BATCH, replay
+from .settings import Settings, SettingsError
 from .sqlite_store import SQLiteStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,6 +40,66 @@ def db_option(func: F) -> F:
 @click.version_option(__version__, prog_name="flowtracker")
 def main() -> None:
     """Track Scrive Flow instances and documents from their callbacks."""
+
+
+@main.command()
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Worker processes, all on the same database file.",
+)
+@click.option(
+    "--durability",
+    type=click.Choice(["full", "normal"]),
+    default=None,
+    help="SQLite synchronous mode: full survives power loss, normal a process "
+    "crash.  [default: full, or FLOWTRACKER_DURABILITY]",
+)
+@click.option("--no-access-log", is_flag=True, help="Silence uvicorn's access log only.")
+def serve(
+    db_path: str, host: str, port: int, workers: int, durability: str | None, no_access_log: bool
+) -> None:
+    """Run the HTTP service (uvicorn) on the database.
+
+    Tokens come from the environment only: FLOWTRACKER_CALLBACK_TOKEN for the callback
+    endpoints, FLOWTRACKER_READ_TOKEN for the read API. Without them the service is open.
+    """
+    import uvicorn
+
+    try:
+        settings = Settings.from_env(os.environ, db_path=db_path, durability=durability)
+        SQLiteStore(settings.db_path, durability=settings.durability).close()  # fail early
+    except (SettingsError, FlowtrackerError) as error:
+        raise click.ClickException(str(error)) from None
+    os.environ.update(settings.to_env())  # uvicorn's worker processes read them back
+    uvicorn.run(
+        "flowtracker.web:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=not no_access_log,
+        log_config=_log_config(),
+        timeout_graceful_shutdown=30,
+    )
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, with flowtracker's own logger printed the same way."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["flowtracker"] = {
+        "handlers": ["default"],
+        "level": "INFO",
+        "propagate": False,
+    }
+    return config
 
 
 @main.command(name="replay")

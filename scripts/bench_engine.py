@@ -56,8 +56,12 @@ def make_lines(events: int, instances: int, seed: int) -> list[bytes]:
 def _body(kind: str, instance: str, when: int, step: int) -> bytes:
     seconds, fraction = divmod(when, NS)
     created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}Z"
-    body: dict[str, object] = {"type": kind, "version": 1, "event_created": created,
-                               "flow_instance_id": instance}  # fmt: skip
+    body: dict[str, object] = {
+        "type": kind,
+        "version": 1,
+        "event_created": created,
+        "flow_instance_id": instance,
+    }
     if kind == "authentication_attempted":
         body |= {"user_name": f"user{step}", "result": "success", "provider": "se_bank_id"}
     elif kind == "custom":
@@ -77,9 +81,23 @@ def bench_bare(lines: list[bytes], path: Path, batch: int) -> float:
     rows = []
     for line in lines:
         c = parse_line(line)
-        rows.append((c.dedup_key, c.subject_id, c.trigger, 1, c.moment.text, c.moment.ns,
-                     "applied", None, False, "2026-01-01T00:00:00.000000Z",
-                     "2026-01-01T00:00:00.000000Z", c.body, c.content_type))  # fmt: skip
+        rows.append(
+            (
+                c.dedup_key,
+                c.subject_id,
+                c.trigger,
+                1,
+                c.moment.text,
+                c.moment.ns,
+                "applied",
+                None,
+                False,
+                "2026-01-01T00:00:00.000000Z",
+                "2026-01-01T00:00:00.000000Z",
+                c.body,
+                c.content_type,
+            )
+        )
     conn = store._writer
     started = time.perf_counter()
     for start in range(0, len(rows), batch):
@@ -123,8 +141,10 @@ def main() -> None:
     args = parser.parse_args()
 
     lines = make_lines(args.events, args.instances, args.seed)
-    print(f"{len(lines):,} events over {args.instances:,} instances, batches of {args.batch}, "
-          "synchronous=FULL, WAL")  # fmt: skip
+    print(
+        f"{len(lines):,} events over {args.instances:,} instances, batches of {args.batch}, "
+        "synchronous=FULL, WAL"
+    )
     with tempfile.TemporaryDirectory() as directory:
         bare = bench_bare(lines, Path(directory) / "bare.db", args.batch)
         start_rss = rss_mb()

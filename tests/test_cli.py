@@ -43,8 +43,9 @@ def test_replaying_twice_only_adds_duplicates(demo_db: str) -> None:
 
 
 def test_a_bad_line_is_reported_quarantined_and_does_not_stop_the_run(tmp_path: Path) -> None:
-    lines = b"\n".join([flow("custom", 1), b"{not json", b"", b'{"type": "completed"}',
-                        flow("completed", 2)])  # fmt: skip
+    lines = b"\n".join(
+        [flow("custom", 1), b"{not json", b"", b'{"type": "completed"}', flow("completed", 2)]
+    )
     db = str(tmp_path / "x.db")
     result = CliRunner().invoke(main, ["replay", "-", "--db", db], input=lines)
     assert result.exit_code == 0
@@ -58,11 +59,12 @@ def test_a_bad_line_is_reported_quarantined_and_does_not_stop_the_run(tmp_path: 
         "required; event_created: required\n"
     )
     quarantine = json.loads(run("quarantine", "--db", db, "--json").output)
-    assert [(q["source"], q["body"], q["error"]["code"], q["count"])
-            for q in quarantine["items"]] == [
+    assert [
+        (q["source"], q["body"], q["error"]["code"], q["count"]) for q in quarantine["items"]
+    ] == [
         ("replay <stdin>:4", '{"type": "completed"}', "invalid_event", 1),
         ("replay <stdin>:2", "{not json", "invalid_json", 1),
-    ]  # fmt: skip
+    ]
 
 
 def test_status_json_is_what_the_read_api_serves(demo_db: str) -> None:
@@ -78,9 +80,15 @@ def test_status_of_an_instance_reads_as_a_history(demo_db: str) -> None:
         f"flow instance {SPEC_EXAMPLE}: completed (terminal), 2 anomalies"
     )
     assert result.output.splitlines()[-1].split() == [
-        "2026-10-05T01:00:41.486272848Z", "cancelled", "illegal,", "2", "deliveries:",
-        "instance", "already", "completed",
-    ]  # fmt: skip
+        "2026-10-05T01:00:41.486272848Z",
+        "cancelled",
+        "illegal,",
+        "2",
+        "deliveries:",
+        "instance",
+        "already",
+        "completed",
+    ]
 
 
 def test_status_of_a_document(demo_db: str) -> None:
@@ -100,12 +108,26 @@ def test_status_summary(demo_db: str) -> None:
         "callbacks": {"applied": 295, "illegal": 2, "ignored": 2, "duplicate": 46},
         "out_of_order": 45,
         "quarantined": 0,
-        "instances": {"in_progress": 5, "completed": 23, "failed": 3, "cancelled": 3,
-                      "rejected": 4, "timed_out": 4},
-        "documents": {"preparation": 0, "awaiting_start": 0, "pending": 0, "closed": 4,
-                      "canceled": 1, "rejected": 1, "timedout": 0, "document_error": 0},
+        "instances": {
+            "in_progress": 5,
+            "completed": 23,
+            "failed": 3,
+            "cancelled": 3,
+            "rejected": 4,
+            "timed_out": 4,
+        },
+        "documents": {
+            "preparation": 0,
+            "awaiting_start": 0,
+            "pending": 0,
+            "closed": 4,
+            "canceled": 1,
+            "rejected": 1,
+            "timedout": 0,
+            "document_error": 0,
+        },
         "stuck": 0,
-    }  # fmt: skip
+    }
 
 
 def test_unknown_id_is_one_clear_line_and_exit_1(demo_db: str) -> None:

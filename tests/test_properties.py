@@ -21,14 +21,27 @@ from tests.test_lifecycles import expected_document, expected_flow
 
 OTHER = "08b9e7d4-d424-4e66-baa4-06ab6635aad6"
 FLOW_TYPES = [
-    "completed", "failed", "cancelled", "flow_rejected", "timed_out",
-    "authentication_attempted", "authentication_max_failures_exceeded", "custom",
+    "completed",
+    "failed",
+    "cancelled",
+    "flow_rejected",
+    "timed_out",
+    "authentication_attempted",
+    "authentication_max_failures_exceeded",
+    "custom",
     "signatory_opened",
-]  # fmt: skip
+]
 STATUSES = [
-    "preparation", "awaiting_start", "pending", "closed", "canceled", "rejected", "timedout",
-    "document_error", "archived",
-]  # fmt: skip
+    "preparation",
+    "awaiting_start",
+    "pending",
+    "closed",
+    "canceled",
+    "rejected",
+    "timedout",
+    "document_error",
+    "archived",
+]
 
 flow_bodies = st.builds(
     lambda type_, second, instance, version, n: flow(type_, second, instance, version=version, n=n),

@@ -1,0 +1,84 @@
+"""Settings: one frozen value, built once from flags and FLOWTRACKER_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal
+
+Durability = Literal["full", "normal"]
+
+_ENVIRONMENT = {
+    "db_path": "FLOWTRACKER_DB",
+    "callback_token": "FLOWTRACKER_CALLBACK_TOKEN",
+    "read_token": "FLOWTRACKER_READ_TOKEN",
+    "max_body": "FLOWTRACKER_MAX_BODY",
+    "stuck_age_seconds": "FLOWTRACKER_STUCK_AGE",
+    "durability": "FLOWTRACKER_DURABILITY",
+    "busy_timeout_ms": "FLOWTRACKER_BUSY_TIMEOUT_MS",
+    "retry_after_seconds": "FLOWTRACKER_RETRY_AFTER",
+}
+
+
+class SettingsError(ValueError):
+    """A setting has a value flowtracker cannot use; the message names it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the service is configured with. Tokens are hidden from repr."""
+
+    db_path: str = "flowtracker.db"
+    callback_token: str | None = None
+    read_token: str | None = None
+    max_body: int = 1024 * 1024
+    stuck_age_seconds: int = 7 * 86_400
+    durability: Durability = "full"
+    busy_timeout_ms: int = 5_000
+    retry_after_seconds: int = 30
+
+    def __post_init__(self) -> None:
+        for name in ("max_body", "stuck_age_seconds", "busy_timeout_ms", "retry_after_seconds"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{_ENVIRONMENT[name]} must be a positive whole number")
+        if self.durability not in ("full", "normal"):
+            raise SettingsError("FLOWTRACKER_DURABILITY must be full or normal")
+
+    def __repr__(self) -> str:
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        for secret in ("callback_token", "read_token"):
+            shown[secret] = "<set>" if shown[secret] else None
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **flags: Any) -> Settings:
+        """Defaults, overridden by FLOWTRACKER_* variables, overridden by flags not None."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            raw = environ.get(_ENVIRONMENT[field.name])
+            if raw:
+                values[field.name] = _convert(field.name, raw, field.type)
+        values.update({name: value for name, value in flags.items() if value is not None})
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that rebuild these settings (for uvicorn's worker processes)."""
+        return {
+            _ENVIRONMENT[f.name]: str(getattr(self, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) is not None
+        }
+
+    def but(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def _convert(name: str, raw: str, kind: Any) -> Any:
+    if kind != "int":
+        return raw
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{_ENVIRONMENT[name]} must be a whole number, not {raw!r}") from None

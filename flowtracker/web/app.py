@@ -1,0 +1,133 @@
+"""`create_app(settings)`: routes, the lifespan that opens the database, one error shape."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..errors import (
+    FlowtrackerError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    StorageUnavailable,
+)
+from ..pipeline import Pipeline
+from ..settings import Settings
+from ..sqlite_store import SQLiteStore
+from . import callbacks, reads
+from .auth import RedactTokens
+from .openapi import openapi_document
+from .runtime import Runtime
+
+log = logging.getLogger("flowtracker")
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The flowtracker service for these settings; the database opens when it starts."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = SQLiteStore(
+            settings.db_path,
+            durability=settings.durability,
+            busy_timeout_ms=settings.busy_timeout_ms,
+        )
+        app.state.runtime = Runtime(settings, store, Pipeline(store))
+        _warn_when_open(settings)
+        try:
+            yield
+        finally:
+            store.close()
+
+    document = openapi_document()
+
+    async def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(document)
+
+    routes = [
+        Route("/callbacks/flow", callbacks.flow_callback, methods=["POST"]),
+        Route("/callbacks/document", callbacks.document_callback, methods=["POST"]),
+        Route("/instances", reads.instances, methods=["GET"]),
+        Route("/instances/{instance_id}", reads.instance, methods=["GET"]),
+        Route("/documents", reads.documents, methods=["GET"]),
+        Route("/documents/{document_id}", reads.document, methods=["GET"]),
+        Route("/status", reads.status, methods=["GET"]),
+        Route("/anomalies", reads.anomalies, methods=["GET"]),
+        Route("/quarantine", reads.quarantine, methods=["GET"]),
+        Route("/healthz", reads.healthz, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            FlowtrackerError: _error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+    )
+
+
+def app_from_environment() -> Starlette:
+    """The app factory uvicorn's workers call: settings from FLOWTRACKER_* variables."""
+    return create_app(Settings.from_env(os.environ))
+
+
+async def _error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FlowtrackerError)
+    headers = {}
+    if isinstance(exc, StorageUnavailable):
+        runtime = getattr(request.app.state, "runtime", None)
+        retry = runtime.settings.retry_after_seconds if runtime else 30
+        headers["Retry-After"] = str(retry)
+        log.error("storage unavailable on %s %s: %s", request.method, request.url.path, exc)
+    elif exc.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="flowtracker"'
+    elif isinstance(exc, PayloadTooLarge):
+        headers["Connection"] = "close"  # the rest of the body is not worth receiving
+    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        error: FlowtrackerError = MethodNotAllowed(
+            f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})",
+            {"allowed": allowed.split(", ") if allowed else []},
+        )
+        response = await _error(request, error)
+        response.headers["Allow"] = allowed
+        return response
+    if exc.status_code == 404:
+        return await _error(request, NotFound(f"no such path: {request.url.path}"))
+    body = {"error": {"code": "http_error", "message": exc.detail, "details": None}}
+    return JSONResponse(body, status_code=exc.status_code)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    body = {"error": {"code": "internal_error", "message": "internal error", "details": None}}
+    return JSONResponse(body, status_code=500)
+
+
+def _warn_when_open(settings: Settings) -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactTokens) for f in access.filters):
+        access.addFilter(RedactTokens())
+    if settings.callback_token is None:
+        log.warning(
+            "FLOWTRACKER_CALLBACK_TOKEN is not set: anyone who can reach the callback "
+            "endpoints can post callbacks"
+        )
+    if settings.read_token is None:
+        log.warning("FLOWTRACKER_READ_TOKEN is not set: the read API is open to anyone")

@@ -1,0 +1,64 @@
+"""Tokens: the callback token (query, Basic password or Bearer) and the read token (Bearer)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+import re
+
+from starlette.requests import HTTPConnection
+
+from ..errors import Unauthorized
+
+_TOKEN_IN_QUERY = re.compile(r"(?<=[?&]token=)[^&\s]*")
+
+
+def require_callback_token(request: HTTPConnection, token: str | None) -> None:
+    """Pass when no token is set, or the request carries it in any of the three places."""
+    if token is None:
+        return
+    offered = [request.query_params.get("token"), *_from_authorization(request)]
+    if not any(_same(candidate, token) for candidate in offered if candidate is not None):
+        raise Unauthorized(
+            "a valid callback token is required (?token=, HTTP Basic password or Bearer)"
+        )
+
+
+def require_read_token(request: HTTPConnection, token: str | None) -> None:
+    if token is None:
+        return
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not _same(value.strip(), token):
+        raise Unauthorized("a valid read token is required (Authorization: Bearer)")
+
+
+def _from_authorization(request: HTTPConnection) -> list[str]:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    scheme, value = scheme.lower(), value.strip()
+    if scheme == "bearer":
+        return [value]
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return []
+        return [decoded.partition(":")[2]]
+    return []
+
+
+def _same(offered: str, token: str) -> bool:
+    return hmac.compare_digest(offered.encode("utf-8"), token.encode("utf-8"))
+
+
+class RedactTokens(logging.Filter):
+    """Keeps `?token=` values out of uvicorn's access log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN_IN_QUERY.sub("[redacted]", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True

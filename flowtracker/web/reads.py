@@ -1,0 +1,117 @@
+"""The read endpoints: JSON from `views`, the same the CLI prints with --json."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from .. import __version__, views
+from ..errors import InvalidQuery, StorageUnavailable
+from ..lifecycles import DOCUMENT_NEW, DOCUMENT_STATES, FLOW_STATES
+from ..storage import SubjectFilter
+from .auth import require_read_token
+from .runtime import Runtime, runtime
+
+_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+
+
+async def instance(request: Request) -> JSONResponse:
+    run = _reader(request)
+    return await _json(views.instance, run.store, request.path_params["instance_id"])
+
+
+async def instances(request: Request) -> JSONResponse:
+    run = _reader(request)
+    where, page = _list_query(request, FLOW_STATES, run)
+    return await _json(views.instances, run.store, where, page)
+
+
+async def document(request: Request) -> JSONResponse:
+    run = _reader(request)
+    return await _json(views.document, run.store, request.path_params["document_id"])
+
+
+async def documents(request: Request) -> JSONResponse:
+    run = _reader(request)
+    where, page = _list_query(request, (DOCUMENT_NEW, *DOCUMENT_STATES), run, stuck=False)
+    return await _json(views.documents, run.store, where, page)
+
+
+async def status(request: Request) -> JSONResponse:
+    run = _reader(request)
+    return await _json(
+        views.status,
+        run.store,
+        time.time_ns(),
+        stuck_age_ns=run.settings.stuck_age_seconds * 1_000_000_000,
+        version=__version__,
+        uptime_seconds=round(time.monotonic() - run.started, 3),
+    )
+
+
+async def anomalies(request: Request) -> JSONResponse:
+    run = _reader(request)
+    return await _json(views.anomalies, run.store, _page(request).limit)
+
+
+async def quarantine(request: Request) -> JSONResponse:
+    run = _reader(request)
+    return await _json(views.quarantine, run.store, _page(request))
+
+
+async def healthz(request: Request) -> JSONResponse:
+    try:
+        await run_in_threadpool(runtime(request).store.ping)
+    except StorageUnavailable as error:
+        raise StorageUnavailable(f"the database does not answer: {error.message}") from error
+    return JSONResponse({"status": "ok"})
+
+
+def _reader(request: Request) -> Runtime:
+    run = runtime(request)
+    require_read_token(request, run.settings.read_token)
+    return run
+
+
+async def _json(view: Callable[..., Any], *args: Any, **kwargs: Any) -> JSONResponse:
+    return JSONResponse(await run_in_threadpool(view, *args, **kwargs))
+
+
+def _page(request: Request, problems: dict[str, str] | None = None) -> views.Page:
+    """`limit` and `cursor`; raises with these and any `problems` found before."""
+    problems = {} if problems is None else problems
+    raw = request.query_params.get("limit", str(views.DEFAULT_LIMIT))
+    limit = int(raw) if raw.isdigit() else 0
+    if not 1 <= limit <= views.MAX_LIMIT:
+        problems["limit"] = f"must be a whole number in 1..{views.MAX_LIMIT} (got {raw!r})"
+    if problems:
+        raise InvalidQuery(problems)
+    return views.Page(limit, request.query_params.get("cursor") or None)
+
+
+def _list_query(
+    request: Request, states: tuple[str, ...], run: Runtime, *, stuck: bool = True
+) -> tuple[SubjectFilter, views.Page]:
+    query, problems = request.query_params, {}
+    state = query.get("state") or None
+    if state is not None and state not in states:
+        problems["state"] = f"must be one of {', '.join(states)}"
+    flags = {}
+    for name in ("anomalous", "stuck") if stuck else ("anomalous",):
+        flags[name] = _BOOLEANS.get(query.get(name, "false").lower())
+        if flags[name] is None:
+            problems[name] = "must be true or false"
+    page = _page(request, problems)
+    received_before = None
+    if flags.get("stuck"):
+        age_ns = run.settings.stuck_age_seconds * 1_000_000_000
+        received_before = views.stuck_filter(time.time_ns(), age_ns).received_before
+    where = SubjectFilter(
+        state=state, anomalous=bool(flags["anomalous"]), received_before=received_before
+    )
+    return where, page

@@ -1,0 +1,26 @@
+"""What a running app holds: its settings and the resources opened in `lifespan`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from starlette.requests import HTTPConnection
+
+from ..pipeline import Pipeline
+from ..settings import Settings
+from ..sqlite_store import SQLiteStore
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    store: SQLiteStore
+    pipeline: Pipeline
+    started: float = field(default_factory=time.monotonic)
+
+
+def runtime(connection: HTTPConnection) -> Runtime:
+    """The runtime of the app serving this request (set by its lifespan)."""
+    found: Runtime = connection.app.state.runtime
+    return found

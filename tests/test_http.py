@@ -1,0 +1,386 @@
+"""The HTTP contract, in process (Starlette's TestClient): endpoints, errors, auth."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from flowtracker.settings import Settings
+from flowtracker.web import create_app
+from tests.conftest import DOCUMENT, INSTANCE, document_form, flow, sample
+
+JSON = {"content-type": "application/json"}
+FORM = {"content-type": "application/x-www-form-urlencoded; charset=UTF-8"}
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(db_path=str(tmp_path / "http.db"))
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def error(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def receipt(
+    outcome: str,
+    state: str,
+    *,
+    late: bool = False,
+    reason: str | None = None,
+    kind: str = "flow",
+    id_: str = INSTANCE,
+) -> dict[str, Any]:
+    return {
+        "outcome": outcome,
+        "out_of_order": late,
+        "reason": reason,
+        "subject": {"kind": kind, "id": id_, "state": state},
+    }
+
+
+def test_flow_callback_is_answered_with_its_receipt(client: TestClient) -> None:
+    response = client.post("/callbacks/flow", content=flow("completed", 1), headers=JSON)
+    assert (response.status_code, response.json()) == (200, receipt("applied", "completed"))
+
+
+def test_the_specs_late_completed_example_over_http(client: TestClient) -> None:
+    client.post("/callbacks/flow", content=flow("cancelled", 20), headers=JSON)
+    response = client.post("/callbacks/flow", content=flow("completed", 10), headers=JSON)
+    again = client.post("/callbacks/flow", content=flow("cancelled", 20), headers=JSON)
+    assert response.json() == receipt("applied", "completed", late=True)
+    assert again.json() == receipt("duplicate", "completed")
+    events = client.get(f"/instances/{INSTANCE}").json()["events"]
+    assert [(e["type"], e["outcome"], e["reason"], e["deliveries"]) for e in events] == [
+        ("completed", "applied", None, 1),
+        ("cancelled", "illegal", "instance already completed", 2),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (sample("document/pending.form"), FORM),
+        (sample("document/pending.json"), JSON),
+    ],
+)
+def test_document_callback_in_either_encoding(
+    client: TestClient, body: bytes, headers: dict[str, str]
+) -> None:
+    response = client.post("/callbacks/document", content=body, headers=headers)
+    document_id = "9221714692413150898"
+    assert response.json() == receipt("applied", "pending", kind="document", id_=document_id)
+    other = FORM if headers is JSON else JSON
+    twin = sample("document/pending.json" if headers is FORM else "document/pending.form")
+    again = client.post("/callbacks/document", content=twin, headers=other)
+    assert again.json()["outcome"] == "duplicate"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers", "status", "expected"),
+    [
+        (
+            "/callbacks/flow",
+            b"{",
+            JSON,
+            400,
+            error(
+                "invalid_json",
+                "body is not valid JSON: Expecting property name enclosed in "
+                "double quotes: line 1 column 2 (char 1)",
+            ),
+        ),
+        (
+            "/callbacks/document",
+            b"a=1&&b",
+            FORM,
+            400,
+            error("invalid_form", "body is not a valid url-encoded form: bad query field: ''"),
+        ),
+        (
+            "/callbacks/flow",
+            flow("completed"),
+            {"content-type": "text/plain"},
+            415,
+            error("unsupported_media_type", "Flow callbacks are application/json, not text/plain"),
+        ),
+        (
+            "/callbacks/flow",
+            flow("completed"),
+            {},
+            415,
+            error("unsupported_media_type", "Flow callbacks are application/json, not unspecified"),
+        ),
+        (
+            "/callbacks/flow",
+            json.dumps(
+                {
+                    "type": "failed",
+                    "version": 1,
+                    "flow_instance_id": "e98d5743",
+                    "event_created": "2021-03-15T13:43:67.4589254893Z",
+                }
+            ).encode(),
+            JSON,
+            422,
+            error(
+                "invalid_event",
+                "invalid callback: flow_instance_id: must be a UUID (8-4-4-4-12 "
+                "hexadecimal digits); event_created: second must be in 0..59 (got 67)",
+                {
+                    "flow_instance_id": "must be a UUID (8-4-4-4-12 hexadecimal digits)",
+                    "event_created": "second must be in 0..59 (got 67)",
+                },
+            ),
+        ),
+        (
+            "/callbacks/document",
+            document_form("pending", 1).replace(b"document_id=9", b"document_id=8"),
+            FORM,
+            422,
+            error(
+                "invalid_event",
+                "invalid callback: document_json.id: must equal document_id "
+                "('8221714692413150898'), got '9221714692413150898'",
+                {
+                    "document_json.id": "must equal document_id ('8221714692413150898'), got "
+                    "'9221714692413150898'"
+                },
+            ),
+        ),
+    ],
+)
+def test_malformed_callbacks_get_their_error_and_are_quarantined(
+    client: TestClient,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    status: int,
+    expected: dict[str, Any],
+) -> None:
+    response = client.post(path, content=body, headers=headers)
+    assert (response.status_code, response.json()) == (status, expected)
+    kept = client.get("/quarantine").json()["items"]
+    assert [(q["body"], q["error"], q["source"], q["count"]) for q in kept] == [
+        (body.decode(), expected["error"], f"POST {path}", 1)
+    ]
+
+
+def test_a_body_over_the_limit_is_refused_and_its_start_kept(tmp_path: Path) -> None:
+    settings = Settings(db_path=str(tmp_path / "x.db"), max_body=100)
+    with TestClient(create_app(settings)) as client:
+        big = flow("custom", 1, callback_name="x" * 200)
+        response = client.post("/callbacks/flow", content=big, headers=JSON)
+        assert (response.status_code, response.json()) == (
+            413,
+            error("payload_too_large", "the body is over the limit of 100 bytes", {"limit": 100}),
+        )
+        kept = client.get("/quarantine").json()["items"]
+        assert [len(q["body"]) for q in kept] == [100]
+        just_fits = client.post("/callbacks/flow", content=b"x" * 100, headers=JSON)
+        assert just_fits.status_code == 400  # read whole, then found not JSON
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/callbacks/flow", ["POST"]),
+        ("PUT", "/callbacks/document", ["POST"]),
+        ("DELETE", "/instances", ["HEAD", "GET"]),
+        ("POST", "/status", ["HEAD", "GET"]),
+    ],
+)
+def test_wrong_method(client: TestClient, method: str, path: str, allowed: list[str]) -> None:
+    response = client.request(method, path)
+    assert (response.status_code, response.json(), response.headers["allow"]) == (
+        405,
+        error(
+            "method_not_allowed",
+            f"{method} is not allowed on {path} (allowed: {', '.join(allowed)})",
+            {"allowed": allowed},
+        ),
+        ", ".join(allowed),
+    )
+
+
+def test_unknown_path_and_unknown_instance_are_not_found(client: TestClient) -> None:
+    assert client.get("/nope").json() == error("not_found", "no such path: /nope")
+    response = client.get(f"/instances/{INSTANCE}")
+    assert (response.status_code, response.json()) == (
+        404,
+        error("not_found", f"no flow instance '{INSTANCE}'", {"id": INSTANCE}),
+    )
+    assert client.get(f"/documents/{DOCUMENT}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("query", "details"),
+    [
+        ("limit=0", {"limit": "must be a whole number in 1..500 (got '0')"}),
+        (
+            "limit=x&state=zz&stuck=maybe",
+            {
+                "state": "must be one of in_progress, completed, failed, cancelled, rejected, "
+                "timed_out",
+                "stuck": "must be true or false",
+                "limit": "must be a whole number in 1..500 (got 'x')",
+            },
+        ),
+        ("cursor=bogus", {"cursor": "not a cursor this API gave out"}),
+    ],
+)
+def test_bad_list_queries(client: TestClient, query: str, details: dict[str, str]) -> None:
+    response = client.get(f"/instances?{query}")
+    assert response.status_code == 422
+    assert response.json()["error"]["details"] == details
+
+
+def test_pages_of_instances(client: TestClient) -> None:
+    ids = [f"00000000-0000-4000-8000-{n:012d}" for n in range(5)]
+    for n, instance in enumerate(ids):
+        kind = "completed" if n % 2 else "custom"
+        client.post("/callbacks/flow", content=flow(kind, 1, instance), headers=JSON)
+    seen, url = [], "/instances?limit=2"
+    while url:
+        page = client.get(url).json()
+        seen += [item["id"] for item in page["items"]]
+        url = f"/instances?limit=2&cursor={page['next']}" if page["next"] else ""
+    assert seen == ids
+    done = client.get("/instances?state=completed").json()
+    assert [item["id"] for item in done["items"]] == ids[1::2]
+
+
+def test_status_and_healthz(client: TestClient) -> None:
+    client.post("/callbacks/flow", content=flow("completed", 1), headers=JSON)
+    status = client.get("/status").json()
+    assert (status["callbacks"], status["instances"]["completed"]) == (
+        {"applied": 1, "illegal": 0, "ignored": 0, "duplicate": 0},
+        1,
+    )
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_openapi_names_every_route(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    assert sorted(document["paths"]) == sorted(
+        [
+            "/callbacks/flow",
+            "/callbacks/document",
+            "/instances",
+            "/instances/{instance_id}",
+            "/documents",
+            "/documents/{document_id}",
+            "/status",
+            "/anomalies",
+            "/quarantine",
+            "/healthz",
+            "/openapi.json",
+        ]
+    )
+
+
+def basic(password: str) -> str:
+    return "Basic " + base64.b64encode(f"scrive:{password}".encode()).decode()
+
+
+@pytest.fixture
+def locked(tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(
+        db_path=str(tmp_path / "locked.db"), callback_token="s3cret", read_token="r3ad"
+    )
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("query", "headers", "status"),
+    [
+        ("", {}, 401),
+        ("?token=wrong", {}, 401),
+        ("?token=s3cret", {}, 200),
+        ("", {"authorization": "Bearer s3cret"}, 200),
+        ("", {"authorization": "Bearer r3ad"}, 401),
+        ("", {"authorization": basic("s3cret")}, 200),
+        ("", {"authorization": basic("wrong")}, 401),
+        ("", {"authorization": "Basic !!!"}, 401),
+    ],
+)
+def test_callback_token(
+    locked: TestClient, query: str, headers: dict[str, str], status: int
+) -> None:
+    response = locked.post(
+        f"/callbacks/flow{query}", content=flow("completed"), headers={**JSON, **headers}
+    )
+    assert response.status_code == status
+    if status == 401:
+        assert response.json() == error(
+            "unauthorized",
+            "a valid callback token is required (?token=, HTTP Basic password or Bearer)",
+        )
+        assert response.headers["www-authenticate"] == 'Bearer realm="flowtracker"'
+
+
+def test_unauthenticated_callbacks_are_not_quarantined(locked: TestClient) -> None:
+    locked.post("/callbacks/flow", content=b"{", headers=JSON)
+    page = locked.get("/quarantine", headers={"authorization": "Bearer r3ad"}).json()
+    assert page == {"items": [], "next": None}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/instances",
+        f"/instances/{INSTANCE}",
+        "/documents",
+        "/status",
+        "/anomalies",
+        "/quarantine",
+        f"/documents/{DOCUMENT}",
+    ],
+)
+def test_read_token_closes_every_read_endpoint(locked: TestClient, path: str) -> None:
+    assert locked.get(path).json() == error(
+        "unauthorized", "a valid read token is required (Authorization: Bearer)"
+    )
+    assert locked.get(path, headers={"authorization": "Bearer s3cret"}).status_code == 401
+    assert locked.get(path, headers={"authorization": "Bearer r3ad"}).status_code in (200, 404)
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/openapi.json"])
+def test_health_and_openapi_stay_open(locked: TestClient, path: str) -> None:
+    assert locked.get(path).status_code == 200
+
+
+def test_storage_failure_is_503_with_retry_after(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from flowtracker.sqlite_store import SQLiteTransaction
+
+    def full(*args: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(SQLiteTransaction, "put_subjects", full)
+    response = client.post("/callbacks/flow", content=flow("completed"), headers=JSON)
+    assert (response.status_code, response.headers["retry-after"], response.json()) == (
+        503,
+        "30",
+        error("storage_unavailable", "the database cannot write now: database or disk is full"),
+    )
+    monkeypatch.undo()
+    assert client.get(f"/instances/{INSTANCE}").status_code == 404  # nothing half-written
+    retried = client.post("/callbacks/flow", content=flow("completed"), headers=JSON)
+    assert retried.json() == receipt("applied", "completed")
