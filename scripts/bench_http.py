@@ -1,0 +1,236 @@
+"""Benchmark the HTTP service against a bare Starlette app, same uvicorn, same load.
+
+For each number of workers (1, 2) and connections (16, 64), in one run:
+  bare     scripts/bare_app.py: Starlette reads the body and answers 200, no storage;
+  service  `flowtracker serve --no-access-log` on a fresh database (durability full).
+The load is the same for both: realistic Flow callbacks (the bench_engine generator:
+authentication, custom, terminal events; 10% delivered late) with 10% duplicate
+deliveries, sent by wrk with a Lua script when wrk is installed, else by scripts/loadgen.py
+(asyncio keep-alive connections). Every run is bounded in time and request count.
+
+Prints callbacks/s, p50/p99 latency, peak RSS of the server processes, and the ratio
+service/bare. Asserts nothing. Usage: python scripts/bench_http.py [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from statistics import quantiles
+
+import httpx2 as httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import loadgen
+from bench_engine import make_lines
+
+ROOT = Path(__file__).resolve().parent.parent
+PATH = "/callbacks/flow"
+WRK_SCRIPT = """
+local bodies = {}
+local index = 0
+function init(args)
+  for line in io.lines(args[1]) do bodies[#bodies + 1] = line end
+  index = math.random(#bodies)
+end
+function request()
+  index = index % #bodies + 1
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, bodies[index])
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def server(kind: str, workers: int, directory: Path) -> Iterator[tuple[int, int]]:
+    port = free_port()
+    if kind == "bare":
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "scripts.bare_app:app",
+            "--no-access-log",
+            "--workers",
+            str(workers),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
+    else:
+        command = [
+            sys.executable,
+            "-m",
+            "flowtracker",
+            "serve",
+            "--no-access-log",
+            "--workers",
+            str(workers),
+            "--port",
+            str(port),
+            "--db",
+            str(directory / f"bench-{port}.db"),
+        ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWTRACKER_")}
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"{kind} server did not start") from None
+                time.sleep(0.1)
+        yield port, process.pid
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM of the process and its children (uvicorn's workers)."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if int(fields["Pid"]) == pid or int(fields.get("PPid", "0")) == pid:
+            total += int(fields.get("VmHWM", "0 kB").split()[0])
+    return total / 1024
+
+
+def load_wrk(port: int, bodies_file: Path, connections: int, seconds: float) -> dict[str, float]:
+    script = bodies_file.with_suffix(".lua")
+    script.write_text(WRK_SCRIPT)
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{int(seconds)}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}{PATH}",
+            "--",
+            str(bodies_file),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+    ).stdout
+
+    def latency(label: str) -> float:
+        value, unit = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rate": rate,
+        "p50": latency("50"),
+        "p99": latency("99"),
+        "errors": int(non2xx.group(1)) if non2xx else 0,
+    }
+
+
+def load_python(
+    port: int, bodies: list[bytes], connections: int, seconds: float, limit: int
+) -> dict[str, float]:
+    requests = [loadgen.request_bytes("127.0.0.1", port, PATH, body) for body in bodies]
+    result = loadgen.run("127.0.0.1", port, requests, connections, seconds, limit)
+    cuts = quantiles(result.latencies, n=100)
+    errors = result.errors + sum(n for status, n in result.statuses.items() if status != 200)
+    return {
+        "rate": result.requests / result.seconds,
+        "p50": cuts[49] * 1000,
+        "p99": cuts[98] * 1000,
+        "errors": errors,
+    }
+
+
+def deliveries(count: int) -> list[bytes]:
+    """`count` callbacks: 10% are repeats of earlier ones (duplicates), 10% late."""
+    rng = random.Random(3)
+    distinct = make_lines(int(count * 0.9), max(1, count // 100), seed=3)
+    repeated = [distinct[rng.randrange(len(distinct))] for _ in range(count - len(distinct))]
+    mixed = distinct + repeated
+    rng.shuffle(repeated)
+    for body in repeated:
+        mixed.insert(rng.randrange(len(mixed)), body)
+    return mixed[:count]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10, help="per run")
+    parser.add_argument("--connections", default="16,64")
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--limit", type=int, default=500_000, help="requests per run at most")
+    parser.add_argument("--tool", choices=["auto", "wrk", "python"], default="auto")
+    args = parser.parse_args()
+    tool = (
+        "wrk" if args.tool == "wrk" or (args.tool == "auto" and shutil.which("wrk")) else "python"
+    )
+    bodies = deliveries(200_000)
+    print(
+        f"load: {tool}; {len(bodies):,} Flow callbacks cycled (10% duplicates, ~10% late); "
+        f"{args.seconds:g} s per run; service durability full"
+    )
+    print(
+        f"{'workers':>7} {'conns':>5} | {'bare/s':>8} {'p50':>6} {'p99':>6} {'RSS':>5} | "
+        f"{'service/s':>9} {'p50':>6} {'p99':>6} {'RSS':>5} {'err':>4} | {'ratio':>6}"
+    )
+    with tempfile.TemporaryDirectory() as directory:
+        bodies_file = Path(directory) / "bodies.jsonl"
+        bodies_file.write_bytes(b"\n".join(bodies) + b"\n")
+        for workers in map(int, args.workers.split(",")):
+            for connections in map(int, args.connections.split(",")):
+                row = {}
+                for kind in ("bare", "service"):
+                    with server(kind, workers, Path(directory)) as (port, pid):
+                        if tool == "wrk":
+                            row[kind] = load_wrk(port, bodies_file, connections, args.seconds)
+                        else:
+                            row[kind] = load_python(
+                                port, bodies, connections, args.seconds, args.limit
+                            )
+                        row[kind]["rss"] = peak_rss_mb(pid)
+                bare, service = row["bare"], row["service"]
+                print(
+                    f"{workers:>7} {connections:>5} | {bare['rate']:>8,.0f} "
+                    f"{bare['p50']:>5.1f}m {bare['p99']:>5.1f}m {bare['rss']:>5.0f} | "
+                    f"{service['rate']:>9,.0f} {service['p50']:>5.1f}m "
+                    f"{service['p99']:>5.1f}m {service['rss']:>5.0f} "
+                    f"{service['errors']:>4.0f} | {service['rate'] / bare['rate']:>6.1%}"
+                )
+    print("latencies in ms; RSS = peak MB of the server processes; err = non-200 answers")
+
+
+if __name__ == "__main__":
+    main()
