@@ -99,7 +99,7 @@ def _schemas() -> JSON:
             "id": {"type": "string"},
             "body": {"type": "string"},
             "content_type": NULLABLE_STRING,
-            "error": _ref("Error"),
+            "error": _ref("ErrorObject"),
             "source": NULLABLE_STRING,
             "first_seen": {"type": "string"},
             "last_seen": {"type": "string"},
@@ -111,16 +111,9 @@ def _schemas() -> JSON:
         return _object({"items": {"type": "array", "items": _ref(item)}, "next": NULLABLE_STRING})
 
     return {
-        "Error": _object(
-            {
-                "error": _object(
-                    {
-                        "code": {"type": "string"},
-                        "message": {"type": "string"},
-                        "details": {},
-                    }
-                )
-            }
+        "Error": _object({"error": _ref("ErrorObject")}),
+        "ErrorObject": _object(
+            {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}}
         ),
         "Receipt": _object(
             {
