@@ -100,13 +100,15 @@ async def _error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
-        allowed = (exc.headers or {}).get("Allow", "")
+        # Starlette keeps a route's methods in a set: sort them for a stable answer.
+        allowed = sorted((exc.headers or {}).get("Allow", "").replace(" ", "").split(","))
         error: FlowtrackerError = MethodNotAllowed(
-            f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})",
-            {"allowed": allowed.split(", ") if allowed else []},
+            f"{request.method} is not allowed on {request.url.path} "
+            f"(allowed: {', '.join(allowed)})",
+            {"allowed": allowed},
         )
         response = await _error(request, error)
-        response.headers["Allow"] = allowed
+        response.headers["Allow"] = ", ".join(allowed)
         return response
     if exc.status_code == 404:
         return await _error(request, NotFound(f"no such path: {request.url.path}"))
