@@ -45,7 +45,13 @@ def main() -> None:
 @main.command()
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on.",
+)
 @click.option(
     "--workers",
     default=1,
@@ -116,7 +122,9 @@ def replay_command(file: BinaryIO, db_path: str, batch_size: int) -> None:
     """Feed FILE (JSON Lines, one callback body per line; - for stdin) through the pipeline.
 
     A line with `document_id` or `documentid` is a document callback, any other object a
-    Flow callback. Bad lines are reported with their number and quarantined; the run goes on.
+    Flow callback. Bad lines are reported with their number and quarantined; the run goes on
+    and exits 0. The summary counts each callback's outcome when it was taken; a late event
+    can change the outcome of others (`status` shows the current ones).
     """
     with _store(db_path, create=True) as store:
         pipeline = Pipeline(store)

@@ -384,3 +384,11 @@ def test_storage_failure_is_503_with_retry_after(
     assert client.get(f"/instances/{INSTANCE}").status_code == 404  # nothing half-written
     retried = client.post("/callbacks/flow", content=flow("completed"), headers=JSON)
     assert retried.json() == receipt("applied", "completed")
+
+
+def test_a_trailing_slash_is_not_found_not_redirected(client: TestClient) -> None:
+    response = client.post("/callbacks/flow/", content=flow("completed"), headers=JSON)
+    assert (response.status_code, response.json()) == (
+        404,
+        error("not_found", "no such path: /callbacks/flow/"),
+    )

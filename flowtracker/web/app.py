@@ -66,7 +66,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", reads.healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
@@ -75,6 +75,9 @@ def create_app(settings: Settings) -> Starlette:
             Exception: _unexpected,
         },
     )
+    # A POST answered with a redirect is a failed delivery for Scrive: say 404 instead.
+    app.router.redirect_slashes = False
+    return app
 
 
 def app_from_environment() -> Starlette:
