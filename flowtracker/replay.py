@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .errors import MalformedCallback, PayloadTooLarge
-from .events import Callback, parse_line
+from .events import Callback
+from .parsing import parse_line
 from .pipeline import Pipeline
 from .storage import Quarantined
 from .timestamps import format_ns

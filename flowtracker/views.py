@@ -8,8 +8,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .bodies import document_payload
 from .errors import InvalidQuery, NotFound
-from .events import Kind, parse_document, parse_flow
+from .events import Kind
 from .lifecycles import DOCUMENT, DOCUMENT_STATES, FLOW, FLOW_STATES
 from .storage import Store, SubjectFilter
 from .timestamps import format_ns
@@ -172,7 +173,7 @@ def _flow_event(row: dict[str, Any]) -> dict[str, Any]:
         "type": row["type"],
         "event_created": row["event_created"],
         **_delivery(row),
-        "payload": dict(parse_flow(row["body"], row["content_type"]).payload),
+        "payload": json.loads(row["body"]),
     }
 
 
@@ -183,7 +184,7 @@ def _snapshot(row: dict[str, Any]) -> dict[str, Any]:
         "mtime": row["mtime"],
         "signed_and_sealed": bool(row["signed_and_sealed"]),
         **_delivery(row),
-        "payload": parse_document(row["body"], row["content_type"]).payload,
+        "payload": document_payload(row["body"], row["content_type"]),
     }
 
 

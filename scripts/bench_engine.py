@@ -25,7 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
-from flowtracker.events import parse_line
+from flowtracker.parsing import parse_line
 from flowtracker.pipeline import Pipeline
 from flowtracker.replay import replay
 from flowtracker.sqlite_store import SQLiteStore

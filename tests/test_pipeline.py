@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from flowtracker import views
-from flowtracker.events import parse_document, parse_flow
+from flowtracker.parsing import parse_document, parse_flow
 from flowtracker.pipeline import Pipeline, Receipt
 from flowtracker.sqlite_store import SQLiteStore, SQLiteTransaction
 from tests.conftest import DOCUMENT, INSTANCE, Clock, at, document_form, flow

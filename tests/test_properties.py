@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowtracker import views
-from flowtracker.events import Callback, parse_line
+from flowtracker.events import Callback
+from flowtracker.parsing import parse_line
 from flowtracker.pipeline import Pipeline
 from flowtracker.sqlite_store import SQLiteStore
 from tests.conftest import DOCUMENT, INSTANCE, Clock, at, document_json, flow

@@ -6,7 +6,7 @@ import pytest
 
 from flowtracker import views
 from flowtracker.errors import InvalidQuery, NotFound
-from flowtracker.events import parse_document, parse_flow
+from flowtracker.parsing import parse_document, parse_flow
 from flowtracker.pipeline import Pipeline
 from flowtracker.sqlite_store import SQLiteStore
 from flowtracker.storage import Quarantined, SubjectFilter

@@ -13,7 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ..errors import MalformedCallback
-from ..events import Callback, parse_document, parse_flow
+from ..events import Callback
+from ..parsing import parse_document, parse_flow
 from ..storage import Quarantined
 from ..timestamps import format_ns
 from .auth import require_callback_token

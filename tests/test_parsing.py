@@ -3,6 +3,7 @@ from typing import Any
 
 import pytest
 
+from flowtracker.bodies import canonical_json
 from flowtracker.errors import (
     InvalidEvent,
     InvalidForm,
@@ -10,15 +11,8 @@ from flowtracker.errors import (
     MalformedCallback,
     UnsupportedMediaType,
 )
-from flowtracker.events import (
-    FLOW_FIELDS,
-    DocumentCallback,
-    FlowCallback,
-    canonical_json,
-    parse_document,
-    parse_flow,
-    parse_line,
-)
+from flowtracker.events import FLOW_FIELDS, DocumentCallback, FlowCallback
+from flowtracker.parsing import parse_document, parse_flow, parse_line
 from tests.conftest import DOCUMENT, INSTANCE, document_form, document_json, flow, sample
 
 FORM = "application/x-www-form-urlencoded; charset=UTF-8"
