@@ -126,7 +126,7 @@ def replay_command(file: BinaryIO, db_path: str, batch_size: int) -> None:
     and exits 0. The summary counts each callback's outcome when it was taken; a late event
     can change the outcome of others (`status` shows the current ones).
     """
-    with _store(db_path, create=True) as store:
+    with _opened(db_path, create=True) as (settings, store):
         pipeline = Pipeline(store)
         size = _size(file)
         with click.progressbar(
@@ -140,6 +140,7 @@ def replay_command(file: BinaryIO, db_path: str, batch_size: int) -> None:
                 file,
                 getattr(file, "name", "<stdin>"),
                 batch_size=batch_size,
+                max_body=settings.max_body,
                 on_line=lambda line: bar.update(len(line)),
             )
     for number, error in report.rejected:
@@ -159,9 +160,15 @@ def replay_command(file: BinaryIO, db_path: str, batch_size: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON the read API serves.")
 def status(subject_id: str | None, db_path: str, as_json: bool) -> None:
     """The summary, or one flow instance or document (by ID) with its history."""
-    with _store(db_path) as store:
+    with _opened(db_path) as (settings, store):
         if subject_id is None:
-            data = views.status(store, time.time_ns(), version=__version__, uptime_seconds=None)
+            data = views.status(
+                store,
+                time.time_ns(),
+                stuck_age_ns=settings.stuck_age_seconds * 1_000_000_000,
+                version=__version__,
+                uptime_seconds=None,
+            )
             kind = "summary"
         else:
             kind, data = _lookup(store, subject_id)
@@ -179,7 +186,7 @@ def status(subject_id: str | None, db_path: str, as_json: bool) -> None:
 @db_option
 def rebuild(db_path: str) -> None:
     """Recompute every state and outcome from the stored events (after a rule change)."""
-    with _store(db_path) as store:
+    with _opened(db_path) as (_, store):
         counts = Pipeline(store).rebuild()
     click.echo(
         f"rebuilt {counts['subjects']} subjects from {counts['events']} events: "
@@ -200,7 +207,7 @@ def rebuild(db_path: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON the read API serves.")
 def quarantine_command(db_path: str, limit: int, as_json: bool) -> None:
     """The malformed requests kept for an operator, newest first."""
-    with _store(db_path) as store:
+    with _opened(db_path) as (_, store):
         page = views.quarantine(store, views.Page(limit))
     if as_json:
         click.echo(json.dumps(page, indent=2, ensure_ascii=False))
@@ -217,15 +224,24 @@ def quarantine_command(db_path: str, limit: int, as_json: bool) -> None:
 
 
 @contextmanager
-def _store(db_path: str, *, create: bool = False) -> Iterator[SQLiteStore]:
-    if not create and not os.path.exists(db_path):
+def _opened(db_path: str, *, create: bool = False) -> Iterator[tuple[Settings, SQLiteStore]]:
+    """The settings (flags over FLOWTRACKER_* variables) and the database they name."""
+    try:
+        settings = Settings.from_env(os.environ, db_path=db_path)
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
+    if not create and not os.path.exists(settings.db_path):
         raise click.ClickException(
             f"no database at {db_path} (set --db or FLOWTRACKER_DB, or replay a file first)"
         )
     try:
-        store = SQLiteStore(db_path)
+        store = SQLiteStore(
+            settings.db_path,
+            durability=settings.durability,
+            busy_timeout_ms=settings.busy_timeout_ms,
+        )
         try:
-            yield store
+            yield settings, store
         finally:
             store.close()
     except FlowtrackerError as error:

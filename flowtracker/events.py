@@ -84,13 +84,12 @@ class FlowCallback:
         return {}
 
     @property
-    def trigger(self) -> str | None:
-        return flow_trigger(self.type, self.version)[0]
+    def label(self) -> str:
+        return self.type
 
     @property
-    def note(self) -> str | None:
-        """Why there is no trigger, when there is none."""
-        return flow_trigger(self.type, self.version)[1]
+    def format_version(self) -> int:
+        return self.version
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,11 +132,11 @@ class DocumentCallback:
         }
 
     @property
-    def trigger(self) -> str:
+    def label(self) -> str:
         return self.status
 
     @property
-    def note(self) -> None:
+    def format_version(self) -> None:
         return None
 
     @property
@@ -151,10 +150,3 @@ class DocumentCallback:
 
 
 Callback = FlowCallback | DocumentCallback
-
-
-def flow_trigger(type_: str, version: int) -> tuple[str | None, str | None]:
-    """The lifecycle trigger of a Flow callback, or None and why there is none."""
-    if version == FLOW_VERSION:
-        return type_, None
-    return None, f"unsupported version {version}"

@@ -14,6 +14,8 @@ from typing import Any
 
 from transitions import Machine, MachineError
 
+from .events import FLOW_VERSION
+
 TransitionTable = Sequence[Mapping[str, Any]]
 
 FLOW_STATES = ("in_progress", "completed", "failed", "cancelled", "rejected", "timed_out")
@@ -73,7 +75,10 @@ class Step:
 
 
 class Lifecycle:
-    """One lifecycle: its states, its machine, and the verdict for every (state, trigger)."""
+    """One lifecycle: its states, its machine, and the verdict for every (state, trigger).
+
+    `version` is the callback format version it understands (None: callbacks carry none).
+    """
 
     def __init__(
         self,
@@ -84,13 +89,15 @@ class Lifecycle:
         terminal: Iterable[str],
         refusal: Callable[[str, str], str],
         trigger_noun: str,
+        version: int | None,
     ) -> None:
+        _check_pure(transitions)
         self.name = name
         self.states = tuple(states)
         self.initial = initial
-        self.transitions = transitions
         self.terminal = frozenset(terminal)
         self.trigger_noun = trigger_noun
+        self.version = version
         self._refusal = refusal
         self._machine = Machine(
             model=None,
@@ -132,6 +139,14 @@ class _Probe:
 
     def __init__(self, state: str) -> None:
         self.state = state
+
+
+def _check_pure(transitions: TransitionTable) -> None:
+    """The verdict table is filled once, so the machine must not depend on anything else."""
+    for row in transitions:
+        extra = set(row) - {"trigger", "source", "dest"}
+        if extra:
+            raise ValueError(f"lifecycle transitions must be plain data, not {sorted(extra)}")
 
 
 def document_transitions(graph: Mapping[str, Sequence[str]]) -> list[dict[str, Any]]:
@@ -176,6 +191,7 @@ FLOW = Lifecycle(
     terminal=FLOW_TERMINAL,
     refusal=_flow_refusal,
     trigger_noun="callback type",
+    version=FLOW_VERSION,
 )
 
 DOCUMENT = Lifecycle(
@@ -186,4 +202,5 @@ DOCUMENT = Lifecycle(
     terminal=DOCUMENT_FINAL,
     refusal=_document_refusal,
     trigger_noun="status",
+    version=None,
 )

@@ -35,6 +35,7 @@ from .events import (
 from .timestamps import Timestamp, TimestampError, parse_timestamp
 
 MAX_ID_LENGTH = 128
+_INT64 = (-(2**63), 2**63 - 1)
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _TYPE, _VERSION = Field("type", str), Field("version", int)
 _INSTANCE_ID = Field("flow_instance_id", str)
@@ -187,6 +188,9 @@ def _take(fields: JSONObject, field: Field, problems: dict[str, str], prefix: st
     if value is None:
         if not field.optional:
             problems[prefix + field.name] = "required"
+        return None
+    if field.type is int and isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+        problems[prefix + field.name] = "must fit in 64 bits (a signed integer)"
         return None
     if not isinstance(value, field.type) or (field.type is int and isinstance(value, bool)):
         problems[prefix + field.name] = f"must be {_TYPE_NAMES[field.type]}, not {json_type(value)}"

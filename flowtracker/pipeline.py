@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .events import Callback, Kind
-from .fold import Entry, Subject, judge, refold
+from .fold import judge, refold
 from .lifecycles import DOCUMENT, FLOW, Lifecycle
+from .records import Entry, Subject
 from .storage import Store, Transaction
 from .timestamps import format_ns
 
@@ -99,7 +100,7 @@ class _Batch:
         entry.out_of_order = entry.position < subject.last[0]
         if entry.order > subject.last:
             subject.state, entry.verdict = judge(
-                lifecycle, subject.state, entry.trigger, entry.note
+                lifecycle, subject.state, entry.label, entry.version
             )
             if entry.verdict.outcome == "applied":
                 subject.shown = entry.shown
@@ -163,8 +164,8 @@ def _entry(callback: Callback) -> Entry:
     return Entry(
         key=callback.dedup_key,
         position=callback.position,
-        trigger=callback.trigger,
-        note=callback.note,
+        label=callback.label,
+        version=callback.format_version,
         time_ns=callback.moment.ns,
         time_text=callback.moment.text,
         out_of_order=False,

@@ -14,7 +14,6 @@ from .storage import Quarantined
 from .timestamps import format_ns
 
 DEFAULT_BATCH = 1_000
-MAX_BODY = 1024 * 1024
 
 
 @dataclass
@@ -33,7 +32,7 @@ def replay(
     source: str,
     *,
     batch_size: int = DEFAULT_BATCH,
-    max_body: int = MAX_BODY,
+    max_body: int,
     on_line: Callable[[bytes], None] = lambda line: None,
 ) -> ReplayReport:
     """Ingest each non-blank line as one callback body; quarantine the lines that are bad."""

@@ -1,38 +1,32 @@
-"""The SQLite store: WAL, one write connection behind a lock, bound parameters only.
+"""The SQLite store: one file in WAL mode, one writer behind a lock, readers per thread.
 
-sqlite-utils owns the schema (migrations) and the read side; the write path is prepared
-statements run with `executemany`, because the ingest transaction is the hot path.
-Every `sqlite3.Error` is turned into `StorageUnavailable` here.
+sqlite-utils owns the schema (migrations); the ingest transaction is in
+`sqlite_transaction`. Reads that take several statements run in one read transaction, so
+they see one snapshot. Every `sqlite3.Error` becomes `StorageUnavailable` here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from sqlite_utils import Database
 
 from .errors import StorageUnavailable
-from .events import Kind, flow_trigger
-from .fold import Entry, Subject, Verdict
+from .events import Kind
 from .schema import migrations
+from .settings import Durability
+from .sqlite_transaction import EVENTS, ORDER, OWNER, SUBJECTS, SQLiteTransaction
 from .storage import Quarantined, SubjectFilter
 
-Durability = Literal["full", "normal"]
-_SUBJECTS: dict[Kind, str] = {"flow": "instances", "document": "documents"}
-_EVENTS: dict[Kind, str] = {"flow": "flow_events", "document": "document_snapshots"}
-_OWNER: dict[Kind, str] = {"flow": "instance_id", "document": "document_id"}
-_ORDER: dict[Kind, str] = {
-    "flow": "event_ns, dedup_key",
-    "document": "object_version, mtime_ns, dedup_key",
-}
-_IN_CHUNK = 500  # bound parameters per IN (...) query
+Row = dict[str, Any]
 
 
 class SQLiteStore:
@@ -42,34 +36,16 @@ class SQLiteStore:
         self, path: str | Path, *, durability: Durability = "full", busy_timeout_ms: int = 5_000
     ) -> None:
         self.path = str(path)
+        self._busy_timeout_ms = int(busy_timeout_ms)
         self._lock = threading.Lock()
+        self._readers: list[sqlite3.Connection] = []
+        self._idle_readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         with _translated("open the database"):
-            self._writer = self._connect(busy_timeout_ms)
+            self._writer = self._connect()
             self._writer.execute("PRAGMA journal_mode = WAL")
             self._writer.execute(f"PRAGMA synchronous = {durability.upper()}")
             with self._write():
                 migrations.apply(Database(self._writer))
-            self._reader = self._connect(busy_timeout_ms)
-            self._reader.execute("PRAGMA query_only = 1")
-        self.db = Database(self._reader)
-
-    def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        return conn
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._writer
-            except BaseException:
-                if self._writer.in_transaction:
-                    self._writer.execute("ROLLBACK")
-                raise
-            self._writer.execute("COMMIT")
 
     @contextmanager
     def transaction(self) -> Iterator[SQLiteTransaction]:
@@ -84,36 +60,29 @@ class SQLiteStore:
                 "ON CONFLICT (body_hash) DO UPDATE SET last_seen = excluded.last_seen, "
                 "count = count + 1, error = excluded.error, "
                 "content_type = excluded.content_type, source = excluded.source",
-                (
-                    hashlib.sha256(item.body).hexdigest(),
-                    item.body,
-                    item.content_type,
-                    json.dumps(item.error),
-                    item.source,
-                    at,
-                    at,
-                ),
-            )
+                (hashlib.sha256(item.body).hexdigest(), item.body, item.content_type,
+                 json.dumps(item.error), item.source, at, at),
+            )  # fmt: skip
 
     def subject_ids(self, kind: Kind, after: str, limit: int) -> list[str]:
-        rows = self._read(
-            f"SELECT id FROM {_SUBJECTS[kind]} WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
-        )
-        return [row["id"] for row in rows]
+        sql = f"SELECT id FROM {SUBJECTS[kind]} WHERE id > ? ORDER BY id LIMIT ?"
+        with self._reading() as read:
+            return [row["id"] for row in read(sql, (after, limit))]
 
-    def subject(self, kind: Kind, subject_id: str) -> dict[str, Any] | None:
-        rows = self._read(f"SELECT * FROM {_SUBJECTS[kind]} WHERE id = ?", (subject_id,))
-        return rows[0] if rows else None
-
-    def events(self, kind: Kind, subject_id: str) -> list[dict[str, Any]]:
-        return self._read(
-            f"SELECT * FROM {_EVENTS[kind]} WHERE {_OWNER[kind]} = ? ORDER BY {_ORDER[kind]}",
-            (subject_id,),
-        )
+    def subject_history(self, kind: Kind, subject_id: str) -> tuple[Row, list[Row]] | None:
+        with self._reading() as read:
+            found = read(f"SELECT * FROM {SUBJECTS[kind]} WHERE id = ?", (subject_id,))
+            if not found:
+                return None
+            events = read(
+                f"SELECT * FROM {EVENTS[kind]} WHERE {OWNER[kind]} = ? ORDER BY {ORDER[kind]}",
+                (subject_id,),
+            )
+            return found[0], events
 
     def list_subjects(
         self, kind: Kind, where: SubjectFilter, after: str | None, limit: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[Row]:
         clauses, params = ["id > ?"], [after or ""]
         if where.state is not None:
             clauses.append("state = ?")
@@ -123,278 +92,140 @@ class SQLiteStore:
         if where.received_before is not None:
             clauses.append("state = 'in_progress' AND last_received_at < ?")
             params.append(where.received_before)
-        sql = f"SELECT * FROM {_SUBJECTS[kind]} WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?"
-        return self._read(sql, (*params, limit))
+        sql = f"SELECT * FROM {SUBJECTS[kind]} WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?"
+        with self._reading() as read:
+            return read(sql, (*params, limit))
 
     def summary(self, stuck_before: str) -> dict[str, Any]:
-        def pairs(sql: str, params: Sequence[Any] = ()) -> dict[str, int]:
-            return {row[0]: row[1] for row in self._read_rows(sql, params)}
-
         outcomes: dict[str, int] = {}
         duplicates = out_of_order = 0
         last: list[str] = []
-        for table in _EVENTS.values():
-            for outcome, count in pairs(
-                f"SELECT outcome, COUNT(*) FROM {table} GROUP BY outcome"
-            ).items():
-                outcomes[outcome] = outcomes.get(outcome, 0) + count
-            row = self._read_rows(
-                f"SELECT COALESCE(SUM(deliveries - 1), 0), "
-                f"COALESCE(SUM(out_of_order), 0), MAX(last_delivery_at) "
-                f"FROM {table}"
-            )[0]
-            duplicates, out_of_order = duplicates + row[0], out_of_order + row[1]
-            last += [row[2]] if row[2] else []
-        quarantined = self._read_rows("SELECT COUNT(*), COALESCE(SUM(count), 0) FROM quarantine")
+        with self._reading() as read:
+            for table in EVENTS.values():
+                for row in read(f"SELECT outcome, COUNT(*) AS n FROM {table} GROUP BY outcome"):
+                    outcomes[row["outcome"]] = outcomes.get(row["outcome"], 0) + row["n"]
+                row = read(
+                    f"SELECT COALESCE(SUM(deliveries - 1), 0) AS duplicates, "
+                    f"COALESCE(SUM(out_of_order), 0) AS late, MAX(last_delivery_at) AS last "
+                    f"FROM {table}"
+                )[0]
+                duplicates += row["duplicates"]
+                out_of_order += row["late"]
+                last += [row["last"]] if row["last"] else []
+            per_state = {
+                kind: {r["state"]: r["n"] for r in read(
+                    f"SELECT state, COUNT(*) AS n FROM {table} GROUP BY state")}
+                for kind, table in SUBJECTS.items()
+            }  # fmt: skip
+            quarantined = read("SELECT COUNT(*) AS n FROM quarantine")[0]["n"]
+            stuck = read(
+                "SELECT COUNT(*) AS n FROM instances WHERE state = 'in_progress' "
+                "AND last_received_at < ?",
+                (stuck_before,),
+            )[0]["n"]
         return {
             "outcomes": {**outcomes, "duplicate": duplicates},
             "out_of_order": out_of_order,
-            "quarantined": quarantined[0][0],
-            "quarantined_requests": quarantined[0][1],
-            "instances": pairs("SELECT state, COUNT(*) FROM instances GROUP BY state"),
-            "documents": pairs("SELECT state, COUNT(*) FROM documents GROUP BY state"),
-            "stuck": self._read_rows(
-                "SELECT COUNT(*) FROM instances WHERE state = 'in_progress' "
-                "AND last_received_at < ?",
-                (stuck_before,),
-            )[0][0],
+            "quarantined": quarantined,
+            "instances": per_state["flow"],
+            "documents": per_state["document"],
+            "stuck": stuck,
             "last_callback_at": max(last, default=None),
         }
 
-    def quarantined(self, before: tuple[str, str] | None, limit: int) -> list[dict[str, Any]]:
+    def quarantined(self, before: tuple[str, str] | None, limit: int) -> list[Row]:
         where = "WHERE (last_seen, body_hash) < (?, ?)" if before else ""
-        return self._read(
-            f"SELECT * FROM quarantine {where} ORDER BY last_seen DESC, body_hash DESC LIMIT ?",
-            (*(before or ()), limit),
-        )
+        with self._reading() as read:
+            return read(
+                f"SELECT * FROM quarantine {where} ORDER BY last_seen DESC, body_hash DESC LIMIT ?",
+                (*(before or ()), limit),
+            )
 
-    def anomalies(self, limit: int) -> list[dict[str, Any]]:
-        return self._read(
-            "SELECT * FROM ("
-            "SELECT 'flow' AS kind, instance_id AS subject_id, type AS label, "
-            "event_created AS at, outcome, reason, out_of_order, received_at FROM flow_events "
-            "WHERE outcome = 'illegal' OR out_of_order ORDER BY received_at DESC LIMIT ?) "
-            "UNION ALL SELECT * FROM ("
-            "SELECT 'document', document_id, status, mtime, outcome, reason, out_of_order, "
-            "received_at FROM document_snapshots WHERE outcome = 'illegal' OR out_of_order "
-            "ORDER BY received_at DESC LIMIT ?) ORDER BY received_at DESC LIMIT ?",
-            (limit, limit, limit),
-        )
+    def anomalies(self, limit: int) -> list[Row]:
+        with self._reading() as read:
+            return read(
+                "SELECT * FROM ("
+                "SELECT 'flow' AS kind, instance_id AS subject_id, type AS label, "
+                "event_created AS at, outcome, reason, out_of_order, received_at "
+                "FROM flow_events WHERE outcome = 'illegal' OR out_of_order "
+                "ORDER BY received_at DESC LIMIT ?) "
+                "UNION ALL SELECT * FROM ("
+                "SELECT 'document', document_id, status, mtime, outcome, reason, out_of_order, "
+                "received_at FROM document_snapshots WHERE outcome = 'illegal' OR out_of_order "
+                "ORDER BY received_at DESC LIMIT ?) ORDER BY received_at DESC LIMIT ?",
+                (limit, limit, limit),
+            )
 
     def ping(self) -> None:
-        self._read_rows("SELECT 1")
+        """Read the schema, and take and release the write lock: both must work."""
+        with self._reading() as read:
+            read("SELECT COUNT(*) FROM sqlite_master")
+        with _translated("take writes"), self._write():
+            pass
 
     def close(self) -> None:
         with self._lock:
             self._writer.close()
-            self._reader.close()
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
 
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        return [dict(row) for row in self._read_rows(sql, params)]
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+        return conn
 
-    def _read_rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._writer
+                self._writer.execute("COMMIT")
+            except BaseException:
+                # Also after a failed COMMIT: an open transaction would hold the lock.
+                if self._writer.in_transaction:
+                    self._writer.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _reading(self) -> Iterator[Reader]:
+        """A read transaction on an idle reader connection: one consistent snapshot.
+
+        Readers are pooled, not per thread: server threads come and go, connections stay
+        as many as were ever busy at once.
+        """
         with _translated("read"):
-            return self._reader.execute(sql, params).fetchall()
+            try:
+                conn = self._idle_readers.get_nowait()
+            except queue.Empty:
+                conn = self._new_reader()
+            try:
+                conn.execute("BEGIN")
+                try:
+                    yield Reader(conn)
+                finally:
+                    conn.execute("COMMIT")
+            finally:
+                self._idle_readers.put(conn)
+
+    def _new_reader(self) -> sqlite3.Connection:
+        conn = self._connect()
+        conn.execute("PRAGMA query_only = 1")
+        with self._lock:
+            self._readers.append(conn)
+        return conn
 
 
-class SQLiteTransaction:
-    """The statements of one ingest transaction (see `storage.Transaction`)."""
+class Reader:
+    """Runs queries on a reader connection, answering rows as dicts."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
-    def known_keys(self, kind: Kind, keys: Iterable[str]) -> dict[str, bool]:
-        rows = self._in(
-            f"SELECT dedup_key, out_of_order FROM {_EVENTS[kind]} WHERE dedup_key IN ({{}})",
-            list(keys),
-        )
-        return {row[0]: bool(row[1]) for row in rows}
-
-    def subjects(self, kind: Kind, ids: Iterable[str]) -> dict[str, Subject]:
-        rows = self._in(f"SELECT * FROM {_SUBJECTS[kind]} WHERE id IN ({{}})", list(ids))
-        return {row["id"]: _subject(kind, row) for row in rows}
-
-    def history(self, kind: Kind, subject_id: str) -> list[Entry]:
-        sql = f"SELECT * FROM {_EVENTS[kind]} WHERE {_OWNER[kind]} = ? ORDER BY {_ORDER[kind]}"
-        make = _flow_entry if kind == "flow" else _document_entry
-        return [make(row) for row in self.conn.execute(sql, (subject_id,))]
-
-    def add_entries(self, kind: Kind, entries: Sequence[Entry], received_at: str) -> None:
-        if kind == "flow":
-            self.conn.executemany(
-                "INSERT INTO flow_events (dedup_key, instance_id, type, version, event_created, "
-                "event_ns, outcome, reason, out_of_order, deliveries, received_at, "
-                "last_delivery_at, body, content_type) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
-                [
-                    (
-                        e.key,
-                        c.instance_id,
-                        c.type,
-                        c.version,
-                        c.event_created.text,
-                        c.event_created.ns,
-                        e.verdict.outcome,
-                        e.verdict.reason,
-                        e.out_of_order,
-                        received_at,
-                        received_at,
-                        c.body,
-                        c.content_type,
-                    )
-                    for e in entries
-                    for c in (e.source,)
-                ],
-            )
-        else:
-            self.conn.executemany(
-                "INSERT INTO document_snapshots (dedup_key, document_id, status, object_version, "
-                "mtime, mtime_ns, signed_and_sealed, title, outcome, reason, out_of_order, "
-                "deliveries, received_at, last_delivery_at, body, content_type) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
-                [
-                    (
-                        e.key,
-                        c.document_id,
-                        c.status,
-                        c.object_version,
-                        c.mtime.text,
-                        c.mtime.ns,
-                        c.signed_and_sealed,
-                        c.title,
-                        e.verdict.outcome,
-                        e.verdict.reason,
-                        e.out_of_order,
-                        received_at,
-                        received_at,
-                        c.body,
-                        c.content_type,
-                    )
-                    for e in entries
-                    for c in (e.source,)
-                ],
-            )
-
-    def set_verdicts(self, kind: Kind, entries: Sequence[Entry]) -> None:
-        self.conn.executemany(
-            f"UPDATE {_EVENTS[kind]} SET outcome = ?, reason = ? WHERE id = ?",
-            [(e.verdict.outcome, e.verdict.reason, e.row_id) for e in entries],
-        )
-
-    def redeliver(self, kind: Kind, keys: Sequence[str], at: str) -> None:
-        self.conn.executemany(
-            f"UPDATE {_EVENTS[kind]} SET deliveries = deliveries + 1, last_delivery_at = ? "
-            "WHERE dedup_key = ?",
-            [(at, key) for key in keys],
-        )
-
-    def put_subjects(self, kind: Kind, subjects: Sequence[Subject]) -> None:
-        columns = [
-            "id",
-            "state",
-            "anomalies",
-            "events",
-            "first_event_at",
-            "first_event_ns",
-            "last_event_at",
-            "last_event_ns",
-            "last_major",
-            "last_minor",
-            "last_key",
-            "last_received_at",
-        ]
-        shown = (
-            ["object_version", "signed_and_sealed", "title", "mtime"] if kind == "document" else []
-        )
-        names = columns + shown
-        self.conn.executemany(
-            f"INSERT INTO {_SUBJECTS[kind]} ({', '.join(names)}) "
-            f"VALUES ({', '.join('?' * len(names))}) ON CONFLICT (id) DO UPDATE SET "
-            + ", ".join(f"{name} = excluded.{name}" for name in names[1:]),
-            [
-                (
-                    s.id,
-                    s.state,
-                    s.anomalies,
-                    s.events,
-                    s.first_at,
-                    s.first_ns,
-                    s.last_at,
-                    s.last_ns,
-                    s.last[0][0],
-                    s.last[0][1],
-                    s.last[1],
-                    s.last_received_at,
-                    *(s.shown.get(name) for name in shown),
-                )
-                for s in subjects
-            ],
-        )
-
-    def _in(self, sql: str, values: list[str]) -> list[sqlite3.Row]:
-        rows: list[sqlite3.Row] = []
-        for start in range(0, len(values), _IN_CHUNK):
-            chunk = values[start : start + _IN_CHUNK]
-            rows += self.conn.execute(sql.format(", ".join("?" * len(chunk))), chunk).fetchall()
-        return rows
-
-
-def _subject(kind: Kind, row: sqlite3.Row) -> Subject:
-    shown = (
-        {name: row[name] for name in ("object_version", "signed_and_sealed", "title", "mtime")}
-        if kind == "document"
-        else {}
-    )
-    if "signed_and_sealed" in shown and shown["signed_and_sealed"] is not None:
-        shown["signed_and_sealed"] = bool(shown["signed_and_sealed"])
-    return Subject(
-        id=row["id"],
-        state=row["state"],
-        anomalies=row["anomalies"],
-        events=row["events"],
-        last=((row["last_major"], row["last_minor"]), row["last_key"]),
-        first_ns=row["first_event_ns"],
-        first_at=row["first_event_at"],
-        last_ns=row["last_event_ns"],
-        last_at=row["last_event_at"],
-        last_received_at=row["last_received_at"],
-        shown=shown,
-    )
-
-
-def _flow_entry(row: sqlite3.Row) -> Entry:
-    trigger, note = flow_trigger(row["type"], row["version"])
-    return Entry(
-        key=row["dedup_key"],
-        position=(row["event_ns"], 0),
-        trigger=trigger,
-        note=note,
-        time_ns=row["event_ns"],
-        time_text=row["event_created"],
-        out_of_order=bool(row["out_of_order"]),
-        verdict=Verdict(row["outcome"], row["reason"]),
-        row_id=row["id"],
-    )
-
-
-def _document_entry(row: sqlite3.Row) -> Entry:
-    return Entry(
-        key=row["dedup_key"],
-        position=(row["object_version"], row["mtime_ns"]),
-        trigger=row["status"],
-        note=None,
-        time_ns=row["mtime_ns"],
-        time_text=row["mtime"],
-        out_of_order=bool(row["out_of_order"]),
-        verdict=Verdict(row["outcome"], row["reason"]),
-        shown={
-            "object_version": row["object_version"],
-            "signed_and_sealed": bool(row["signed_and_sealed"]),
-            "title": row["title"],
-            "mtime": row["mtime"],
-        },
-        row_id=row["id"],
-    )
+    def __call__(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return [dict(row) for row in self.conn.execute(sql, params)]
 
 
 @contextmanager

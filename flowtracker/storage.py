@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .events import Kind
-from .fold import Entry, Subject
+from .records import Entry, Subject
 
 
 class Transaction(Protocol):
@@ -72,11 +72,11 @@ class Store(Protocol):
     def subject_ids(self, kind: Kind, after: str, limit: int) -> list[str]:
         """Subject ids in id order, after `after` (keyset)."""
 
-    def subject(self, kind: Kind, subject_id: str) -> dict[str, Any] | None:
-        """One subject's summary row, or None."""
-
-    def events(self, kind: Kind, subject_id: str) -> list[dict[str, Any]]:
-        """One subject's events in order, as rows including the raw body."""
+    def subject_history(
+        self, kind: Kind, subject_id: str
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """One subject's summary row and its events in order (with raw bodies), read in
+        one snapshot; None when there is no such subject."""
 
     def list_subjects(
         self, kind: Kind, where: SubjectFilter, after: str | None, limit: int

@@ -16,6 +16,8 @@ _RFC3339 = re.compile(
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _NS = 1_000_000_000
 _DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_EARLIEST, _LATEST = -(2**63), 2**63 - 1
+_RANGE = "1677-09-21T00:12:43.145224192Z and 2262-04-11T23:47:16.854775807Z"
 
 
 class TimestampError(ValueError):
@@ -51,7 +53,10 @@ def parse_timestamp(text: str) -> Timestamp:
     days = date(year, month, day).toordinal() - _EPOCH_ORDINAL
     seconds = days * 86_400 + hour * 3_600 + minute * 60 + second
     fraction = int((match["fraction"] or "").ljust(9, "0")[:9])
-    return Timestamp(text, (seconds - offset) * _NS + fraction)
+    ns = (seconds - offset) * _NS + fraction
+    if not _EARLIEST <= ns <= _LATEST:
+        raise TimestampError(f"must be between {_RANGE} (nanoseconds stored in 64 bits)")
+    return Timestamp(text, ns)
 
 
 def format_ns(ns: int) -> str:

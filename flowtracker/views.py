@@ -17,7 +17,6 @@ from .timestamps import format_ns
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-STUCK_AGE_NS = 7 * 86_400 * 1_000_000_000
 _OUTCOMES = ("applied", "illegal", "ignored", "duplicate")
 
 
@@ -31,20 +30,20 @@ class Page:
 
 def instance(store: Store, instance_id: str) -> dict[str, Any]:
     """One flow instance with its events in event-time order."""
-    row = store.subject("flow", instance_id.lower())
-    if row is None:
+    found = store.subject_history("flow", instance_id.lower())
+    if found is None:
         raise NotFound(f"no flow instance {instance_id!r}", {"id": instance_id})
-    events = [_flow_event(event) for event in store.events("flow", row["id"])]
-    return {**instance_summary(row), "events": events}
+    row, events = found
+    return {**instance_summary(row), "events": [_flow_event(event) for event in events]}
 
 
 def document(store: Store, document_id: str) -> dict[str, Any]:
     """One document with its snapshots in (object_version, mtime) order."""
-    row = store.subject("document", document_id)
-    if row is None:
+    found = store.subject_history("document", document_id)
+    if found is None:
         raise NotFound(f"no document {document_id!r}", {"id": document_id})
-    snapshots = [_snapshot(event) for event in store.events("document", document_id)]
-    return {**document_summary(row), "snapshots": snapshots}
+    row, snapshots = found
+    return {**document_summary(row), "snapshots": [_snapshot(s) for s in snapshots]}
 
 
 def instance_summary(row: dict[str, Any]) -> dict[str, Any]:
@@ -85,7 +84,7 @@ def documents(store: Store, where: SubjectFilter, page: Page) -> dict[str, Any]:
     return _subjects(store, "document", where, page)
 
 
-def stuck_filter(now_ns: int, stuck_age_ns: int = STUCK_AGE_NS) -> SubjectFilter:
+def stuck_filter(now_ns: int, stuck_age_ns: int) -> SubjectFilter:
     """In progress, with no callback received for longer than `stuck_age_ns`."""
     return SubjectFilter(state="in_progress", received_before=format_ns(now_ns - stuck_age_ns))
 
@@ -94,7 +93,7 @@ def status(
     store: Store,
     now_ns: int,
     *,
-    stuck_age_ns: int = STUCK_AGE_NS,
+    stuck_age_ns: int,
     version: str,
     uptime_seconds: float | None,
 ) -> dict[str, Any]:

@@ -85,7 +85,7 @@ def bench_bare(lines: list[bytes], path: Path, batch: int) -> float:
             (
                 c.dedup_key,
                 c.subject_id,
-                c.trigger,
+                c.label,
                 1,
                 c.moment.text,
                 c.moment.ns,

@@ -392,3 +392,41 @@ def test_a_trailing_slash_is_not_found_not_redirected(client: TestClient) -> Non
         404,
         error("not_found", "no such path: /callbacks/flow/"),
     )
+
+
+RANGE = (
+    "must be between 1677-09-21T00:12:43.145224192Z and 2262-04-11T23:47:16.854775807Z "
+    "(nanoseconds stored in 64 bits)"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "expected"),
+    [
+        (flow("completed").replace(b"2021-03-10", b"2300-03-10"), 422, error(
+            "invalid_event", f"invalid callback: event_created: {RANGE}",
+            {"event_created": RANGE})),
+        (flow("completed", version=2**63), 422, error(
+            "invalid_event", "invalid callback: version: must fit in 64 bits (a signed integer)",
+            {"version": "must fit in 64 bits (a signed integer)"})),
+        (flow("custom").replace(b'"my-callback"', b'"\\ud800"'), 400, error(
+            "invalid_json", "body holds a lone UTF-16 surrogate, which UTF-8 cannot carry")),
+        (flow("custom", extra=1e308).replace(b"1e+308", b"1e400"), 400, error(
+            "invalid_json", "body is not valid JSON: number 1e400 is out of range")),
+    ],
+)  # fmt: skip
+def test_values_that_cannot_be_stored_and_served_back_are_refused(
+    client: TestClient, body: bytes, status: int, expected: dict[str, Any]
+) -> None:
+    response = client.post("/callbacks/flow", content=body, headers=JSON)
+    assert (response.status_code, response.json()) == (status, expected)
+    assert client.get("/quarantine").json()["items"][0]["body"] == body.decode()
+    assert client.get(f"/instances/{INSTANCE}").status_code == 404
+
+
+def test_a_non_ascii_digit_limit_is_an_invalid_query(client: TestClient) -> None:
+    response = client.get("/instances?limit=²")
+    assert (response.status_code, response.json()["error"]["details"]) == (
+        422,
+        {"limit": "must be a whole number in 1..500 (got '²')"},
+    )

@@ -66,7 +66,7 @@ def test_the_document_triggers_are_the_statuses() -> None:
 @pytest.mark.parametrize("state", FLOW_STATES)
 @pytest.mark.parametrize("trigger", sorted(FLOW_FIELDS))
 def test_flow_lifecycle(state: str, trigger: str) -> None:
-    assert judge(FLOW, state, trigger, None) == expected_flow(state, trigger)
+    assert judge(FLOW, state, trigger, 1) == expected_flow(state, trigger)
 
 
 @pytest.mark.parametrize("state", ("new", *DOCUMENT_STATES))
@@ -83,17 +83,32 @@ def test_document_lifecycle(state: str, status: str) -> None:
     ],
 )
 def test_unknown_triggers_are_ignored(lifecycle: Lifecycle, trigger: str, reason: str) -> None:
-    assert judge(lifecycle, lifecycle.initial, trigger, None) == (
+    assert judge(lifecycle, lifecycle.initial, trigger, lifecycle.version) == (
         lifecycle.initial,
         Verdict("ignored", reason),
     )
 
 
-def test_no_trigger_is_ignored_with_its_note() -> None:
-    assert judge(FLOW, "in_progress", None, "unsupported version 2") == (
+@pytest.mark.parametrize("version", [0, 2, None])
+def test_another_flow_callback_version_is_ignored(version: int | None) -> None:
+    assert judge(FLOW, "in_progress", "completed", version) == (
         "in_progress",
-        Verdict("ignored", "unsupported version 2"),
+        Verdict("ignored", f"unsupported version {version}"),
     )
+
+
+def test_transitions_must_be_plain_data() -> None:
+    with pytest.raises(ValueError, match="must be plain data, not \\['conditions'\\]"):
+        Lifecycle(
+            name="x",
+            states=["a", "b"],
+            initial="a",
+            terminal=[],
+            trigger_noun="t",
+            transitions=[{"trigger": "go", "source": "a", "dest": "b", "conditions": "ok"}],
+            refusal=lambda state, trigger: "no",
+            version=None,
+        )
 
 
 def test_table_lists_every_pair_once() -> None:

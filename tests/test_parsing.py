@@ -24,7 +24,7 @@ def test_every_sample_flow_callback_parses(type_: str) -> None:
     callback = parse_flow(body, "application/json")
     payload = json.loads(body)
     assert callback.type == type_
-    assert callback.trigger == type_
+    assert (callback.label, callback.format_version) == (type_, 1)
     assert callback.instance_id == payload["flow_instance_id"]
     assert callback.event_created.text == payload["event_created"]
     assert dict(callback.payload) == payload
@@ -172,9 +172,9 @@ def test_unknown_type_or_version_is_valid_input(body: dict[str, Any]) -> None:
     assert callback.type == body["type"]
 
 
-def test_unknown_version_has_no_trigger_and_says_why() -> None:
+def test_unknown_version_is_kept_for_the_fold_to_judge() -> None:
     callback = parse_flow(flow("custom", version=2))
-    assert (callback.trigger, callback.note) == (None, "unsupported version 2")
+    assert (callback.label, callback.format_version) == ("custom", 2)
 
 
 @pytest.mark.parametrize(
@@ -272,7 +272,7 @@ def test_document_encodings_give_one_callback_and_one_dedup_key() -> None:
 def test_document_callback_fields() -> None:
     callback = parse_document(document_form("closed", 7, 5, sealed=True), FORM)
     assert isinstance(callback, DocumentCallback)
-    assert (callback.position, callback.trigger, callback.title, callback.signed_and_sealed) == (
+    assert (callback.position, callback.label, callback.title, callback.signed_and_sealed) == (
         (7, callback.mtime.ns),
         "closed",
         "Lease agreement",

@@ -219,7 +219,7 @@ def test_a_crash_inside_the_transaction_writes_nothing(
     send(pipeline, flow("cancelled", 20), flow("custom", 1))
     before = (
         views.instance(store, INSTANCE),
-        views.status(store, 0, version="x", uptime_seconds=None),
+        views.status(store, 0, stuck_age_ns=1, version="x", uptime_seconds=None),
     )
 
     def crash(*args: object) -> None:
@@ -235,9 +235,9 @@ def test_a_crash_inside_the_transaction_writes_nothing(
     monkeypatch.undo()
     assert (
         views.instance(store, INSTANCE),
-        views.status(store, 0, version="x", uptime_seconds=None),
+        views.status(store, 0, stuck_age_ns=1, version="x", uptime_seconds=None),
     ) == before
-    assert store.subject("flow", OTHER) is None
+    assert store.subject_history("flow", OTHER) is None
 
 
 def test_rebuild_gives_the_states_ingest_gave(pipeline: Pipeline, store: SQLiteStore) -> None:

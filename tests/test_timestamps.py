@@ -3,6 +3,10 @@ import pytest
 from flowtracker.timestamps import TimestampError, format_ns, parse_timestamp
 
 EPOCH_2021_03_10_16_40_17 = 1_615_394_417 * 1_000_000_000
+RANGE = (
+    "must be between 1677-09-21T00:12:43.145224192Z and 2262-04-11T23:47:16.854775807Z "
+    "(nanoseconds stored in 64 bits)"
+)
 
 
 @pytest.mark.parametrize(
@@ -17,8 +21,9 @@ EPOCH_2021_03_10_16_40_17 = 1_615_394_417 * 1_000_000_000
         ("2021-03-10T11:10:17-05:30", EPOCH_2021_03_10_16_40_17),
         ("2021-03-10t16:40:17z", EPOCH_2021_03_10_16_40_17),
         ("1970-01-01T00:00:00Z", 0),
-        ("0001-01-01T00:00:00Z", -62_135_596_800 * 1_000_000_000),
-        ("9999-12-31T23:59:59.999999999Z", 253_402_300_799_999_999_999),
+        # the range of 64-bit nanoseconds, where SQLite stores them
+        ("1677-09-21T00:12:43.145224192Z", -(2**63)),
+        ("2262-04-11T23:47:16.854775807Z", 2**63 - 1),
         ("2024-02-29T00:00:00Z", 1_709_164_800 * 1_000_000_000),
     ],
 )
@@ -37,6 +42,9 @@ def test_parse_keeps_text_and_nanoseconds(text: str, ns: int) -> None:
         ("2021-02-29T23:00:00Z", "day must be in 1..28 (got 29)"),
         ("2021-04-31T23:00:00Z", "day must be in 1..30 (got 31)"),
         ("0000-01-01T00:00:00Z", "year must be in 1..9999 (got 0)"),
+        ("0001-01-01T00:00:00Z", RANGE),
+        ("9999-12-31T23:59:59.999999999Z", RANGE),
+        ("2262-04-11T23:47:16.854775808Z", RANGE),
         ("2021-03-15T13:43:07+24:00", "offset hour must be in 0..23 (got 24)"),
         ("2021-03-15T13:43:07", "not an RFC 3339 timestamp (expected YYYY-MM-DDTHH:MM:SS[.f]Z)"),
         ("2021-03-15", "not an RFC 3339 timestamp (expected YYYY-MM-DDTHH:MM:SS[.f]Z)"),

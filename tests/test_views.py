@@ -13,6 +13,7 @@ from flowtracker.storage import Quarantined, SubjectFilter
 from tests.conftest import DOCUMENT, INSTANCE, T0, Clock, at, document_form, flow
 
 DAY = 86_400
+WEEK = 7 * DAY * 1_000_000_000
 IDS = [f"00000000-0000-4000-8000-{n:012d}" for n in range(7)]
 
 
@@ -120,7 +121,7 @@ def test_pages_walk_every_instance_once(seven: Pipeline, store: SQLiteStore) -> 
         (SubjectFilter(state="completed"), IDS[:4]),
         (SubjectFilter(state="in_progress"), IDS[4:]),
         (SubjectFilter(anomalous=True), [IDS[3]]),
-        (views.stuck_filter(T0), IDS[5:]),
+        (views.stuck_filter(T0, WEEK), IDS[5:]),
         (views.stuck_filter(T0, stuck_age_ns=20 * DAY * 1_000_000_000), []),
         (SubjectFilter(state="cancelled"), []),
     ],
@@ -132,7 +133,7 @@ def test_filters(
 
 
 def test_status_counts_stuck_instances(seven: Pipeline, store: SQLiteStore) -> None:
-    status = views.status(store, T0, version="1", uptime_seconds=2.5)
+    status = views.status(store, T0, stuck_age_ns=WEEK, version="1", uptime_seconds=2.5)
     assert (status["stuck"], status["instances"]["in_progress"], status["uptime_seconds"]) == (
         2,
         3,

@@ -86,7 +86,7 @@ def _page(request: Request, problems: dict[str, str] | None = None) -> views.Pag
     """`limit` and `cursor`; raises with these and any `problems` found before."""
     problems = {} if problems is None else problems
     raw = request.query_params.get("limit", str(views.DEFAULT_LIMIT))
-    limit = int(raw) if raw.isdigit() else 0
+    limit = int(raw) if raw.isascii() and raw.isdigit() else 0
     if not 1 <= limit <= views.MAX_LIMIT:
         problems["limit"] = f"must be a whole number in 1..{views.MAX_LIMIT} (got {raw!r})"
     if problems:

@@ -9,13 +9,13 @@ from starlette.requests import HTTPConnection
 
 from ..pipeline import Pipeline
 from ..settings import Settings
-from ..sqlite_store import SQLiteStore
+from ..storage import Store
 
 
 @dataclass(frozen=True)
 class Runtime:
     settings: Settings
-    store: SQLiteStore
+    store: Store
     pipeline: Pipeline
     started: float = field(default_factory=time.monotonic)
 

@@ -1,0 +1,147 @@
+"""The statements of one ingest transaction on SQLite (see `storage.Transaction`).
+
+Prepared statements with bound parameters, run with `executemany`: this is the hot path.
+Table and column names come from the fixed mappings below, never from input.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from .events import DocumentCallback, FlowCallback, Kind
+from .records import Entry, Subject, Verdict
+
+SUBJECTS: dict[Kind, str] = {"flow": "instances", "document": "documents"}
+EVENTS: dict[Kind, str] = {"flow": "flow_events", "document": "document_snapshots"}
+OWNER: dict[Kind, str] = {"flow": "instance_id", "document": "document_id"}
+ORDER: dict[Kind, str] = {
+    "flow": "event_ns, dedup_key",
+    "document": "object_version, mtime_ns, dedup_key",
+}
+SHOWN = ("object_version", "signed_and_sealed", "title", "mtime")  # documents only
+_SUBJECT_COLUMNS = (
+    "id", "state", "anomalies", "events", "first_event_at", "first_event_ns",
+    "last_event_at", "last_event_ns", "last_major", "last_minor", "last_key",
+    "last_received_at",
+)  # fmt: skip
+_INSERT: dict[Kind, str] = {
+    "flow": "INSERT INTO flow_events (dedup_key, instance_id, type, version, event_created, "
+    "event_ns, outcome, reason, out_of_order, deliveries, received_at, last_delivery_at, "
+    "body, content_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
+    "document": "INSERT INTO document_snapshots (dedup_key, document_id, status, "
+    "object_version, mtime, mtime_ns, signed_and_sealed, title, outcome, reason, "
+    "out_of_order, deliveries, received_at, last_delivery_at, body, content_type) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
+}
+_IN_CHUNK = 500  # bound parameters per IN (...) query
+
+
+class SQLiteTransaction:
+    """Reads and writes inside one open `BEGIN IMMEDIATE` transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def known_keys(self, kind: Kind, keys: Iterable[str]) -> dict[str, bool]:
+        sql = f"SELECT dedup_key, out_of_order FROM {EVENTS[kind]} WHERE dedup_key IN ({{}})"
+        return {row[0]: bool(row[1]) for row in self._in(sql, list(keys))}
+
+    def subjects(self, kind: Kind, ids: Iterable[str]) -> dict[str, Subject]:
+        rows = self._in(f"SELECT * FROM {SUBJECTS[kind]} WHERE id IN ({{}})", list(ids))
+        return {row["id"]: subject(kind, row) for row in rows}
+
+    def history(self, kind: Kind, subject_id: str) -> list[Entry]:
+        sql = f"SELECT * FROM {EVENTS[kind]} WHERE {OWNER[kind]} = ? ORDER BY {ORDER[kind]}"
+        make = _flow_entry if kind == "flow" else _document_entry
+        return [make(row) for row in self.conn.execute(sql, (subject_id,))]
+
+    def add_entries(self, kind: Kind, entries: Sequence[Entry], received_at: str) -> None:
+        self.conn.executemany(_INSERT[kind], [
+            (e.key, *_COLUMNS[kind](e.source), e.verdict.outcome, e.verdict.reason,
+             e.out_of_order, received_at, received_at, e.source.body, e.source.content_type)
+            for e in entries
+        ])  # fmt: skip
+
+    def set_verdicts(self, kind: Kind, entries: Sequence[Entry]) -> None:
+        self.conn.executemany(
+            f"UPDATE {EVENTS[kind]} SET outcome = ?, reason = ? WHERE id = ?",
+            [(e.verdict.outcome, e.verdict.reason, e.row_id) for e in entries],
+        )
+
+    def redeliver(self, kind: Kind, keys: Sequence[str], at: str) -> None:
+        self.conn.executemany(
+            f"UPDATE {EVENTS[kind]} SET deliveries = deliveries + 1, last_delivery_at = ? "
+            "WHERE dedup_key = ?",
+            [(at, key) for key in keys],
+        )
+
+    def put_subjects(self, kind: Kind, subjects: Sequence[Subject]) -> None:
+        shown = SHOWN if kind == "document" else ()
+        names = (*_SUBJECT_COLUMNS, *shown)
+        self.conn.executemany(
+            f"INSERT INTO {SUBJECTS[kind]} ({', '.join(names)}) "
+            f"VALUES ({', '.join('?' * len(names))}) ON CONFLICT (id) DO UPDATE SET "
+            + ", ".join(f"{name} = excluded.{name}" for name in names[1:]),
+            [(s.id, s.state, s.anomalies, s.events, s.first_at, s.first_ns, s.last_at,
+              s.last_ns, s.last[0][0], s.last[0][1], s.last[1], s.last_received_at,
+              *(s.shown.get(name) for name in shown)) for s in subjects],
+        )  # fmt: skip
+
+    def _in(self, sql: str, values: list[str]) -> list[sqlite3.Row]:
+        rows: list[sqlite3.Row] = []
+        for start in range(0, len(values), _IN_CHUNK):
+            chunk = values[start : start + _IN_CHUNK]
+            rows += self.conn.execute(sql.format(", ".join("?" * len(chunk))), chunk).fetchall()
+        return rows
+
+
+def subject(kind: Kind, row: sqlite3.Row) -> Subject:
+    """A stored summary row as the fold's `Subject`."""
+    shown = {name: row[name] for name in SHOWN} if kind == "document" else {}
+    if shown.get("signed_and_sealed") is not None:
+        shown["signed_and_sealed"] = bool(shown["signed_and_sealed"])
+    return Subject(
+        id=row["id"], state=row["state"], anomalies=row["anomalies"], events=row["events"],
+        last=((row["last_major"], row["last_minor"]), row["last_key"]),
+        first_ns=row["first_event_ns"], first_at=row["first_event_at"],
+        last_ns=row["last_event_ns"], last_at=row["last_event_at"],
+        last_received_at=row["last_received_at"], shown=shown,
+    )  # fmt: skip
+
+
+def _flow_columns(c: FlowCallback) -> tuple[object, ...]:
+    return (c.instance_id, c.type, c.version, c.event_created.text, c.event_created.ns)
+
+
+def _document_columns(c: DocumentCallback) -> tuple[object, ...]:
+    return (c.document_id, c.status, c.object_version, c.mtime.text, c.mtime.ns,
+            c.signed_and_sealed, c.title)  # fmt: skip
+
+
+# The kind's own columns of a new event, from its parsed callback (`Entry.source`).
+_COLUMNS: dict[Kind, Callable[[Any], tuple[object, ...]]] = {
+    "flow": _flow_columns,
+    "document": _document_columns,
+}
+
+
+def _flow_entry(row: sqlite3.Row) -> Entry:
+    return Entry(
+        key=row["dedup_key"], position=(row["event_ns"], 0), label=row["type"],
+        version=row["version"], time_ns=row["event_ns"], time_text=row["event_created"],
+        out_of_order=bool(row["out_of_order"]), verdict=Verdict(row["outcome"], row["reason"]),
+        row_id=row["id"],
+    )  # fmt: skip
+
+
+def _document_entry(row: sqlite3.Row) -> Entry:
+    shown = {name: row[name] for name in SHOWN}
+    shown["signed_and_sealed"] = bool(shown["signed_and_sealed"])
+    return Entry(
+        key=row["dedup_key"], position=(row["object_version"], row["mtime_ns"]),
+        label=row["status"], version=None, time_ns=row["mtime_ns"], time_text=row["mtime"],
+        out_of_order=bool(row["out_of_order"]), verdict=Verdict(row["outcome"], row["reason"]),
+        shown=shown, row_id=row["id"],
+    )  # fmt: skip

@@ -1,0 +1,83 @@
+"""Storage faults: nothing half-written, the service says 503 and recovers by itself."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from flowtracker import views
+from flowtracker.errors import StorageUnavailable
+from flowtracker.parsing import parse_flow
+from flowtracker.pipeline import Pipeline
+from flowtracker.settings import Settings
+from flowtracker.sqlite_store import SQLiteStore
+from flowtracker.web import create_app
+from tests.conftest import INSTANCE, Clock, flow
+
+JSON = {"content-type": "application/json"}
+
+
+class FailingCommit:
+    """Wraps the writer connection; its next COMMIT fails as a full disk would."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn, self.armed = conn, True
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "COMMIT" and self.armed:
+            self.armed = False
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+def test_a_failed_commit_is_rolled_back_and_writes_go_on(db_path: Path) -> None:
+    store = SQLiteStore(db_path)
+    real = store._writer
+    store._writer = FailingCommit(real)  # type: ignore[assignment]
+    pipeline = Pipeline(store, Clock())
+    with pytest.raises(StorageUnavailable) as error:
+        pipeline.ingest([parse_flow(flow("completed", 1))])
+    assert error.value.message == "the database cannot write now: database or disk is full"
+    assert not real.in_transaction
+    assert store.subject_history("flow", INSTANCE) is None
+    assert pipeline.ingest([parse_flow(flow("completed", 1))])[0].outcome == "applied"
+    other = SQLiteStore(db_path)  # the lock was released: another process can write
+    other.close()
+    store.close()
+
+
+def test_a_database_locked_past_the_busy_timeout_is_503_then_recovers(db_path: Path) -> None:
+    settings = Settings(db_path=str(db_path), busy_timeout_ms=50, retry_after_seconds=7)
+    with TestClient(create_app(settings)) as client:
+        blocker = sqlite3.connect(db_path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        response = client.post("/callbacks/flow", content=flow("completed", 1), headers=JSON)
+        assert (response.status_code, response.headers["retry-after"]) == (503, "7")
+        assert response.json() == {"error": {
+            "code": "storage_unavailable",
+            "message": "the database cannot write now: database is locked",
+            "details": None,
+        }}  # fmt: skip
+        health = client.get("/healthz")
+        assert (health.status_code, health.json()["error"]["code"]) == (
+            503,
+            "storage_unavailable",
+        )
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        assert client.get("/healthz").json() == {"status": "ok"}
+        again = client.post("/callbacks/flow", content=flow("completed", 1), headers=JSON)
+        assert again.json()["outcome"] == "applied"
+
+
+def test_reads_see_one_snapshot(pipeline: Pipeline, store: SQLiteStore) -> None:
+    pipeline.ingest([parse_flow(flow("custom", n)) for n in range(3)])
+    view = views.instance(store, INSTANCE)
+    assert view["event_count"] == len(view["events"]) == 3
