@@ -19,6 +19,7 @@ from .pipeline import Pipeline
 from .replay import DEFAULT_BATCH, replay
 from .settings import Settings, SettingsError
 from .sqlite_store import SQLiteStore
+from .text import clip, document_text, instance_text, summary_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -176,9 +177,7 @@ def status(subject_id: str | None, db_path: str, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:
         click.echo(
-            {"summary": _summary_text, "flow": _instance_text, "document": _document_text}[kind](
-                data
-            )
+            {"summary": summary_text, "flow": instance_text, "document": document_text}[kind](data)
         )
 
 
@@ -220,7 +219,7 @@ def quarantine_command(db_path: str, limit: int, as_json: bool) -> None:
             f"{item['last_seen']}  x{item['count']}  {item['source']}  "
             f"{error['code']}: {error['message']}"
         )
-        click.echo(f"    {_clip(item['body'], 160)}")
+        click.echo(f"    {clip(item['body'], 160)}")
 
 
 @contextmanager
@@ -264,57 +263,3 @@ def _size(file: BinaryIO) -> int:
         return os.fstat(file.fileno()).st_size
     except (OSError, ValueError):
         return 0
-
-
-def _summary_text(data: dict[str, Any]) -> str:
-    def counts(values: dict[str, int]) -> str:
-        return ", ".join(f"{name} {n}" for name, n in values.items() if n) or "none"
-
-    return "\n".join(
-        [
-            f"callbacks    {counts(data['callbacks'])}",
-            f"out of order {data['out_of_order']}",
-            f"quarantined  {data['quarantined']}",
-            f"instances    {counts(data['instances'])}",
-            f"documents    {counts(data['documents'])}",
-            f"stuck        {data['stuck']}",
-            f"last callback {data['last_callback_at'] or 'never'}",
-        ]
-    )
-
-
-def _instance_text(data: dict[str, Any]) -> str:
-    lines = [
-        f"flow instance {data['id']}: {data['state']}"
-        f"{' (terminal)' if data['terminal'] else ''}, {data['anomalies']} anomalies"
-    ]
-    for event in data["events"]:
-        lines.append(_history_line(event["event_created"], event["type"], event))
-    return "\n".join(lines)
-
-
-def _document_text(data: dict[str, Any]) -> str:
-    sealed = ", signed and sealed" if data["signed_and_sealed"] else ""
-    lines = [
-        f"document {data['id']} {data['title']!r}: {data['state']}, object_version "
-        f"{data['object_version']}{sealed}, {data['anomalies']} anomalies"
-    ]
-    for snapshot in data["snapshots"]:
-        label = f"{snapshot['state']} v{snapshot['object_version']}"
-        lines.append(_history_line(snapshot["mtime"], label, snapshot))
-    return "\n".join(lines)
-
-
-def _history_line(at: str, label: str, event: dict[str, Any]) -> str:
-    marks = [event["outcome"]]
-    if event["out_of_order"]:
-        marks.append("out of order")
-    if event["deliveries"] > 1:
-        marks.append(f"{event['deliveries']} deliveries")
-    reason = f": {event['reason']}" if event["reason"] else ""
-    return f"  {at:<32} {label:<38} {', '.join(marks)}{reason}"
-
-
-def _clip(text: str, width: int) -> str:
-    flat = text.replace("\n", " ")
-    return flat if len(flat) <= width else flat[: width - 1] + "…"

@@ -1,14 +1,17 @@
 """The command line, run through click's runner against a database file."""
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from starlette.testclient import TestClient
 
-from flowtracker import __version__, views
+from flowtracker import __version__
 from flowtracker.cli import main
-from flowtracker.sqlite_store import SQLiteStore
+from flowtracker.settings import Settings
+from flowtracker.web import create_app
 from tests.conftest import DATA, INSTANCE, flow
 
 DEMO = str(DATA / "demo.jsonl")
@@ -67,11 +70,35 @@ def test_a_bad_line_is_reported_quarantined_and_does_not_stop_the_run(tmp_path: 
     ]
 
 
-def test_status_json_is_what_the_read_api_serves(demo_db: str) -> None:
-    result = run("status", SPEC_EXAMPLE, "--db", demo_db, "--json")
-    store = SQLiteStore(demo_db)
-    assert json.loads(result.output) == views.instance(store, SPEC_EXAMPLE)
-    store.close()
+@pytest.mark.parametrize(
+    ("args", "path"),
+    [
+        ([SPEC_EXAMPLE], f"/instances/{SPEC_EXAMPLE}"),
+        (["9221714692413586300"], "/documents/9221714692413586300"),
+        ([], "/status"),
+    ],
+)
+def test_status_json_is_what_the_read_api_serves(demo_db: str, args: list[str], path: str) -> None:
+    with sqlite3.connect(demo_db) as db:  # the demo was received long ago
+        db.execute("UPDATE instances SET last_received_at = '2000-01-01T00:00:00.000000Z'")
+    env = {"FLOWTRACKER_STUCK_AGE": str(100 * 365 * 86_400)}  # so nothing is stuck yet
+    printed = json.loads(run("status", *args, "--db", demo_db, "--json", env=env).output)
+    settings = Settings.from_env(env, db_path=demo_db)
+    with TestClient(create_app(settings)) as client:
+        served = client.get(path).json()
+    if path == "/status":
+        assert (printed.pop("uptime_seconds"), served.pop("uptime_seconds") > 0) == (None, True)
+        assert printed["stuck"] == 0  # 5 with the default age of 7 days
+    assert printed == served
+
+
+def test_replay_takes_the_body_limit_from_the_environment(tmp_path: Path) -> None:
+    db = str(tmp_path / "x.db")
+    result = run("replay", "-", "--db", db, input=flow("custom", 1),
+                 env={"FLOWTRACKER_MAX_BODY": "50"})  # fmt: skip
+    assert result.stdout.startswith("1 lines: 0 applied")
+    assert result.stderr == f"line 1: payload_too_large: line is {len(flow('custom', 1))} " \
+        "bytes, over the limit of 50\n"  # fmt: skip
 
 
 def test_status_of_an_instance_reads_as_a_history(demo_db: str) -> None:

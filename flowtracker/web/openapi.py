@@ -1,28 +1,12 @@
 """The OpenAPI 3.1 document of the API, written out by hand so that it says exactly what
-the service does (served at /openapi.json)."""
+the service does (served at /openapi.json). The bodies are in `openapi_schemas`."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from .. import __version__
 from ..lifecycles import DOCUMENT_NEW, DOCUMENT_STATES, FLOW_STATES
 from ..views import MAX_LIMIT
-
-JSON = dict[str, Any]
-NULLABLE_STRING: JSON = {"type": ["string", "null"]}
-
-
-def _ref(name: str) -> JSON:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _object(required: dict[str, JSON], optional: dict[str, JSON] | None = None) -> JSON:
-    return {
-        "type": "object",
-        "required": list(required),
-        "properties": {**required, **(optional or {})},
-    }
+from .openapi_schemas import JSON, ref, schemas
 
 
 def _json_response(description: str, schema: JSON) -> JSON:
@@ -39,164 +23,7 @@ def _errors(*statuses: int) -> dict[str, JSON]:
         422: "Not a valid callback (invalid_event) or query (invalid_query)",
         503: "The database cannot take the request now (storage_unavailable); retry",
     }
-    return {str(s): _json_response(words[s], _ref("Error")) for s in statuses}
-
-
-def _delivery() -> JSON:
-    return {
-        "received_at": {"type": "string"},
-        "last_delivery_at": {"type": "string"},
-        "outcome": {"enum": ["applied", "illegal", "ignored"]},
-        "out_of_order": {"type": "boolean"},
-        "deliveries": {"type": "integer", "minimum": 1},
-        "reason": NULLABLE_STRING,
-        "payload": {"type": "object"},
-    }
-
-
-def _schemas() -> JSON:
-    instance_summary = _object(
-        {
-            "id": {"type": "string"},
-            "state": {"enum": list(FLOW_STATES)},
-            "terminal": {"type": "boolean"},
-            "first_event_at": {"type": "string"},
-            "last_event_at": {"type": "string"},
-            "last_received_at": {"type": "string"},
-            "event_count": {"type": "integer"},
-            "anomalies": {"type": "integer"},
-        }
-    )
-    document_summary = _object(
-        {
-            "id": {"type": "string"},
-            "state": {"type": "string"},
-            "final": {"type": "boolean"},
-            "object_version": {"type": ["integer", "null"]},
-            "signed_and_sealed": {"type": ["boolean", "null"]},
-            "title": NULLABLE_STRING,
-            "mtime": NULLABLE_STRING,
-            "last_received_at": {"type": "string"},
-            "snapshot_count": {"type": "integer"},
-            "anomalies": {"type": "integer"},
-        }
-    )
-    flow_event = _object(
-        {"type": {"type": "string"}, "event_created": {"type": "string"}, **_delivery()}
-    )
-    snapshot = _object(
-        {
-            "state": {"type": "string"},
-            "object_version": {"type": "integer"},
-            "mtime": {"type": "string"},
-            "signed_and_sealed": {"type": "boolean"},
-            **_delivery(),
-        }
-    )
-    counts = {"type": "object", "additionalProperties": {"type": "integer"}}
-    quarantined = _object(
-        {
-            "id": {"type": "string"},
-            "body": {"type": "string"},
-            "content_type": NULLABLE_STRING,
-            "error": _ref("ErrorObject"),
-            "source": NULLABLE_STRING,
-            "first_seen": {"type": "string"},
-            "last_seen": {"type": "string"},
-            "count": {"type": "integer"},
-        }
-    )
-
-    def page(item: str) -> JSON:
-        return _object({"items": {"type": "array", "items": _ref(item)}, "next": NULLABLE_STRING})
-
-    return {
-        "Error": _object({"error": _ref("ErrorObject")}),
-        "ErrorObject": _object(
-            {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}}
-        ),
-        "Receipt": _object(
-            {
-                "outcome": {"enum": ["applied", "illegal", "ignored", "duplicate"]},
-                "out_of_order": {"type": "boolean"},
-                "reason": NULLABLE_STRING,
-                "subject": _object(
-                    {
-                        "kind": {"enum": ["flow", "document"]},
-                        "id": {"type": "string"},
-                        "state": {"type": "string"},
-                    }
-                ),
-            }
-        ),
-        "FlowCallback": {
-            **_object(
-                {
-                    "type": {"type": "string"},
-                    "version": {"type": "integer"},
-                    "flow_instance_id": {"type": "string", "format": "uuid"},
-                    "event_created": {"type": "string", "format": "date-time"},
-                }
-            ),
-            "description": "A Scrive Flow callback; each known type has its own extra fields.",
-        },
-        "DocumentCallbackForm": _object(
-            {
-                "document_id": {"type": "string"},
-                "document_signed_and_sealed": {"enum": ["true", "false"]},
-                "document_json": {"type": "string", "description": "The document as JSON text"},
-            }
-        ),
-        "DocumentCallbackJSON": _object(
-            {
-                "document_id": {"type": "string"},
-                "document_signed_and_sealed": {"type": ["boolean", "string"]},
-                "document_json": {"type": ["object", "string"]},
-            }
-        ),
-        "InstanceSummary": instance_summary,
-        "Instance": {
-            **instance_summary,
-            "required": [*instance_summary["required"], "events"],
-            "properties": {
-                **instance_summary["properties"],
-                "events": {"type": "array", "items": flow_event},
-            },
-        },
-        "InstancePage": page("InstanceSummary"),
-        "DocumentSummary": document_summary,
-        "Document": {
-            **document_summary,
-            "required": [*document_summary["required"], "snapshots"],
-            "properties": {
-                **document_summary["properties"],
-                "snapshots": {"type": "array", "items": snapshot},
-            },
-        },
-        "DocumentPage": page("DocumentSummary"),
-        "Status": _object(
-            {
-                "version": {"type": "string"},
-                "uptime_seconds": {"type": ["number", "null"]},
-                "callbacks": counts,
-                "out_of_order": {"type": "integer"},
-                "quarantined": {"type": "integer"},
-                "instances": counts,
-                "documents": counts,
-                "stuck": {"type": "integer"},
-                "last_callback_at": NULLABLE_STRING,
-            }
-        ),
-        "Anomalies": _object(
-            {
-                "events": {"type": "array", "items": {"type": "object"}},
-                "quarantine": {"type": "array", "items": _ref("Quarantined")},
-            }
-        ),
-        "Quarantined": quarantined,
-        "QuarantinePage": page("Quarantined"),
-        "Health": _object({"status": {"enum": ["ok"]}}),
-    }
+    return {str(s): _json_response(words[s], ref("Error")) for s in statuses}
 
 
 def _parameter(name: str, schema: JSON, where: str = "query", description: str = "") -> JSON:
@@ -222,7 +49,7 @@ def _read(summary: str, schema: str, parameters: list[JSON], *errors: int) -> JS
             "parameters": parameters,
             "security": [{"read": []}],
             "responses": {
-                "200": _json_response(summary, _ref(schema)),
+                "200": _json_response(summary, ref(schema)),
                 **_errors(401, *errors, 503),
             },
         }
@@ -243,7 +70,7 @@ def _callback(summary: str, content: JSON) -> JSON:
             ],
             "security": [{}, {"token": []}, {"basic": []}, {"read": []}],
             "responses": {
-                "200": _json_response("Stored (whatever its outcome)", _ref("Receipt")),
+                "200": _json_response("Stored (whatever its outcome)", ref("Receipt")),
                 **_errors(400, 401, 413, 415, 422, 503),
             },
         }
@@ -273,13 +100,13 @@ def openapi_document() -> JSON:
         "paths": {
             "/callbacks/flow": _callback(
                 "Receive a Scrive Flow callback",
-                {"application/json": {"schema": _ref("FlowCallback")}},
+                {"application/json": {"schema": ref("FlowCallback")}},
             ),
             "/callbacks/document": _callback(
                 "Receive a Scrive document callback (Document API v2 or v1 names)",
                 {
-                    "application/x-www-form-urlencoded": {"schema": _ref("DocumentCallbackForm")},
-                    "application/json": {"schema": _ref("DocumentCallbackJSON")},
+                    "application/x-www-form-urlencoded": {"schema": ref("DocumentCallbackForm")},
+                    "application/json": {"schema": ref("DocumentCallbackJSON")},
                 },
             ),
             "/instances": _read("Flow instances", "InstancePage", flow_filters, 422),
@@ -305,7 +132,7 @@ def openapi_document() -> JSON:
                 "get": {
                     "summary": "Whether the database answers",
                     "security": [],
-                    "responses": {"200": _json_response("ok", _ref("Health")), **_errors(503)},
+                    "responses": {"200": _json_response("ok", ref("Health")), **_errors(503)},
                 }
             },
             "/openapi.json": {
@@ -317,7 +144,7 @@ def openapi_document() -> JSON:
             },
         },
         "components": {
-            "schemas": _schemas(),
+            "schemas": schemas(),
             "securitySchemes": {
                 "token": {"type": "apiKey", "in": "query", "name": "token"},
                 "basic": {
