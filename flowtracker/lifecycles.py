@@ -82,7 +82,6 @@ class Lifecycle:
 
     def __init__(
         self,
-        name: str,
         states: Sequence[str],
         initial: str,
         transitions: TransitionTable,
@@ -92,7 +91,6 @@ class Lifecycle:
         version: int | None,
     ) -> None:
         _check_pure(transitions)
-        self.name = name
         self.states = tuple(states)
         self.initial = initial
         self.terminal = frozenset(terminal)
@@ -184,7 +182,6 @@ def _document_refusal(state: str, trigger: str) -> str:
 
 
 FLOW = Lifecycle(
-    name="flow instance",
     states=FLOW_STATES,
     initial="in_progress",
     transitions=FLOW_TRANSITIONS,
@@ -195,7 +192,6 @@ FLOW = Lifecycle(
 )
 
 DOCUMENT = Lifecycle(
-    name="document",
     states=(DOCUMENT_NEW, *DOCUMENT_STATES),
     initial=DOCUMENT_NEW,
     transitions=document_transitions(DOCUMENT_GRAPH),

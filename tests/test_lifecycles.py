@@ -100,7 +100,6 @@ def test_another_flow_callback_version_is_ignored(version: int | None) -> None:
 def test_transitions_must_be_plain_data() -> None:
     with pytest.raises(ValueError, match="must be plain data, not \\['conditions'\\]"):
         Lifecycle(
-            name="x",
             states=["a", "b"],
             initial="a",
             terminal=[],
