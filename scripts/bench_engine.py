@@ -28,6 +28,7 @@ from pathlib import Path
 from flowtracker.parsing import parse_line
 from flowtracker.pipeline import Pipeline
 from flowtracker.replay import replay
+from flowtracker.settings import Settings
 from flowtracker.sqlite_store import SQLiteStore
 
 STEPS = ["authentication_attempted", "custom", "authentication_attempted", "custom"]
@@ -126,7 +127,14 @@ def bench_pipeline(lines: list[bytes], path: Path, batch: int) -> tuple[float, i
             samples.append(rss_mb())
 
     started = time.perf_counter()
-    report = replay(Pipeline(store), lines, "bench", batch_size=batch, on_line=sample)
+    report = replay(
+        Pipeline(store),
+        lines,
+        "bench",
+        batch_size=batch,
+        max_body=Settings().max_body,
+        on_line=sample,
+    )
     elapsed = time.perf_counter() - started
     store.close()
     return len(lines) / elapsed, report.out_of_order, samples

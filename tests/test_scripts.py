@@ -1,0 +1,44 @@
+"""The scripts under scripts/ still run: each once, on a tiny load, as a user would."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_bench_engine_prints_its_figures() -> None:
+    out = run("scripts/bench_engine.py", "--events", "600", "--instances", "60")
+    assert [line.split(":")[0].strip() for line in out.splitlines()[1:]] == [
+        "bare executemany insert", "pipeline (replay)", "ratio pipeline/bare", "peak RSS",
+        "RSS before pipeline", "RSS through pipeline",
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_bench_http_prints_its_figures() -> None:
+    out = run("scripts/bench_http.py", "--seconds", "1", "--workers", "1", "--connections",
+              "2", "--tool", "python")  # fmt: skip
+    rows = out.splitlines()
+    assert rows[1].split() == ["workers", "conns", "|", "bare/s", "p50", "p99", "RSS", "|",
+                               "service/s", "p50", "p99", "RSS", "err", "|", "ratio"]  # fmt: skip
+    assert rows[2].split()[:2] == ["1", "2"] and rows[2].split()[-3] == "0"  # no errors
+
+
+def test_make_demo_is_deterministic(tmp_path: Path) -> None:
+    run("scripts/make_demo.py", "--output", str(tmp_path / "demo.jsonl"))
+    assert (tmp_path / "demo.jsonl").read_bytes() == (ROOT / "data" / "demo.jsonl").read_bytes()
+
+
+def test_lifecycle_tables_print() -> None:
+    assert run("scripts/lifecycle_tables.py").startswith("Flow instance (rows: callback type")
