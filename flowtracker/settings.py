@@ -18,6 +18,8 @@ _ENVIRONMENT = {
     "durability": "FLOWTRACKER_DURABILITY",
     "busy_timeout_ms": "FLOWTRACKER_BUSY_TIMEOUT_MS",
     "retry_after_seconds": "FLOWTRACKER_RETRY_AFTER",
+    "batch_max": "FLOWTRACKER_BATCH_MAX",
+    "batch_wait_ms": "FLOWTRACKER_BATCH_WAIT_MS",
 }
 
 
@@ -37,11 +39,17 @@ class Settings:
     durability: Durability = "full"
     busy_timeout_ms: int = 5_000
     retry_after_seconds: int = 30
+    batch_max: int = 500  # callbacks per group-commit transaction, at most
+    batch_wait_ms: int = 0  # wait to gather a batch when idle (0: commit at once)
 
     def __post_init__(self) -> None:
-        for name in ("max_body", "stuck_age_seconds", "busy_timeout_ms", "retry_after_seconds"):
+        positive = ("max_body", "stuck_age_seconds", "busy_timeout_ms", "retry_after_seconds",
+                    "batch_max")  # fmt: skip
+        for name in positive:
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_ENVIRONMENT[name]} must be a positive whole number")
+        if self.batch_wait_ms < 0:
+            raise SettingsError("FLOWTRACKER_BATCH_WAIT_MS must be 0 or more")
         if self.durability not in ("full", "normal"):
             raise SettingsError("FLOWTRACKER_DURABILITY must be full or normal")
 

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..committer import GroupCommitter
 from ..errors import (
     FlowtrackerError,
     MethodNotAllowed,
@@ -41,11 +42,17 @@ def create_app(settings: Settings) -> Starlette:
             durability=settings.durability,
             busy_timeout_ms=settings.busy_timeout_ms,
         )
-        app.state.runtime = Runtime(settings, store, Pipeline(store))
+        pipeline = Pipeline(store)
+        committer = GroupCommitter(
+            pipeline, max_batch=settings.batch_max, max_wait=settings.batch_wait_ms / 1000
+        )
+        committer.start()
+        app.state.runtime = Runtime(settings, store, pipeline, committer)
         _warn_when_open(settings)
         try:
             yield
         finally:
+            await committer.stop()
             store.close()
 
     document = openapi_document()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -43,7 +42,7 @@ async def _callback(request: Request, parse: Parser) -> JSONResponse:
         callback = parse(body, content_type)
     except MalformedCallback as error:
         kept = Quarantined(body, content_type, error.to_dict()["error"], f"POST {request.url.path}")
-        await run_in_threadpool(run.store.quarantine, kept, format_ns(run.pipeline.clock()))
+        await run.committer.run(run.store.quarantine, kept, format_ns(run.pipeline.clock()))
         raise
-    receipts = await run_in_threadpool(run.pipeline.ingest, [callback])
-    return JSONResponse(receipts[0].to_dict())
+    receipt = await run.committer.submit(callback)
+    return JSONResponse(receipt.to_dict())

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 
+from ..committer import GroupCommitter
 from ..pipeline import Pipeline
 from ..settings import Settings
 from ..storage import Store
@@ -17,6 +18,7 @@ class Runtime:
     settings: Settings
     store: Store
     pipeline: Pipeline
+    committer: GroupCommitter
     started: float = field(default_factory=time.monotonic)
 
 

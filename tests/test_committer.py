@@ -1,0 +1,113 @@
+"""Group commit: concurrent callbacks share transactions, each answered after its commit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from flowtracker import views
+from flowtracker.committer import GroupCommitter
+from flowtracker.errors import StorageUnavailable
+from flowtracker.parsing import parse_flow
+from flowtracker.pipeline import Pipeline, Receipt
+from flowtracker.sqlite_store import SQLiteStore
+from tests.conftest import flow
+
+IDS = [f"00000000-0000-4000-8000-{n:012d}" for n in range(200)]
+
+
+class CountingStore:
+    """The real store, counting its write transactions."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store, self.transactions = store, 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        self.transactions += 1
+        with self.store.transaction() as tx:
+            yield tx
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def submit_all(pipeline: Pipeline, bodies: list[bytes], **options: Any) -> list[Receipt]:
+    async def main() -> list[Receipt]:
+        committer = GroupCommitter(pipeline, **options)
+        committer.start()
+        try:
+            return await asyncio.gather(*(committer.submit(parse_flow(body)) for body in bodies))
+        finally:
+            await committer.stop()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize(("max_batch", "transactions"), [(500, 1), (64, 4), (1, 200)])
+def test_concurrent_callbacks_share_transactions(
+    store: SQLiteStore, max_batch: int, transactions: int
+) -> None:
+    counting = CountingStore(store)
+    pipeline = Pipeline(counting)  # type: ignore[arg-type]
+    bodies = [flow("completed", 1, instance) for instance in IDS]
+    receipts = submit_all(pipeline, bodies, max_batch=max_batch)
+    assert counting.transactions == transactions
+    assert [(r.outcome, r.subject_id, r.state) for r in receipts] == [
+        ("applied", instance, "completed") for instance in IDS
+    ]
+    assert (
+        views.instances(store, views.SubjectFilter(), views.Page(500))["items"][-1]["id"]
+        == (IDS[-1])
+    )
+
+
+def test_a_batch_answers_duplicates_and_late_events_like_single_commits(
+    store: SQLiteStore,
+) -> None:
+    bodies = [flow("cancelled", 9), flow("completed", 5), flow("cancelled", 9)]
+    receipts = submit_all(Pipeline(store), bodies)
+    assert [(r.outcome, r.out_of_order, r.state) for r in receipts] == [
+        ("applied", False, "cancelled"),
+        ("applied", True, "completed"),
+        ("duplicate", False, "completed"),
+    ]
+
+
+def test_a_failed_transaction_fails_every_callback_in_it(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(*args: object) -> None:
+        raise StorageUnavailable("the database cannot write now: database or disk is full")
+
+    monkeypatch.setattr(Pipeline, "ingest", full)
+
+    async def main() -> list[BaseException | Receipt]:
+        committer = GroupCommitter(Pipeline(store))
+        committer.start()
+        results = await asyncio.gather(
+            *(committer.submit(parse_flow(flow("custom", n))) for n in range(3)),
+            return_exceptions=True,
+        )
+        await committer.stop()
+        return results
+
+    results = asyncio.run(main())
+    assert [type(result) for result in results] == [StorageUnavailable] * 3
+
+
+def test_stop_commits_what_is_queued(store: SQLiteStore) -> None:
+    async def main() -> list[Receipt]:
+        committer = GroupCommitter(Pipeline(store), max_wait=0.05)
+        committer.start()
+        pending = [asyncio.ensure_future(committer.submit(parse_flow(flow("custom", n))))
+                   for n in range(5)]  # fmt: skip
+        await asyncio.sleep(0)  # the callbacks are queued; the committer is still waiting
+        await committer.stop()
+        return [future.result() for future in pending]
+
+    assert [r.outcome for r in asyncio.run(main())] == ["applied"] * 5
