@@ -35,6 +35,11 @@ _INSERT: dict[Kind, str] = {
     "out_of_order, deliveries, received_at, last_delivery_at, body, content_type) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
 }
+_HISTORY_COLUMNS: dict[Kind, str] = {
+    "flow": "id, dedup_key, type, version, event_created, event_ns, outcome, reason, out_of_order",
+    "document": "id, dedup_key, status, object_version, mtime, mtime_ns, signed_and_sealed, "
+    "title, outcome, reason, out_of_order",
+}
 _IN_CHUNK = 500  # bound parameters per IN (...) query
 
 
@@ -53,7 +58,9 @@ class SQLiteTransaction:
         return {row["id"]: subject(kind, row) for row in rows}
 
     def history(self, kind: Kind, subject_id: str) -> list[Entry]:
-        sql = f"SELECT * FROM {EVENTS[kind]} WHERE {OWNER[kind]} = ? ORDER BY {ORDER[kind]}"
+        # Only the columns the fold needs: never the bodies, on the hot path.
+        sql = (f"SELECT {_HISTORY_COLUMNS[kind]} FROM {EVENTS[kind]} "
+               f"WHERE {OWNER[kind]} = ? ORDER BY {ORDER[kind]}")  # fmt: skip
         make = _flow_entry if kind == "flow" else _document_entry
         return [make(row) for row in self.conn.execute(sql, (subject_id,))]
 

@@ -177,7 +177,7 @@ def load_python(
 def deliveries(count: int) -> list[bytes]:
     """`count` callbacks: 10% are repeats of earlier ones (duplicates), 10% late."""
     rng = random.Random(3)
-    distinct = make_lines(int(count * 0.9), max(1, count // 100), seed=3)
+    distinct = make_lines(int(count * 0.9), max(1, count // 10), seed=3)  # 9 per instance
     repeated = [distinct[rng.randrange(len(distinct))] for _ in range(count - len(distinct))]
     mixed = distinct + repeated
     rng.shuffle(repeated)
