@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from bisect import insort
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +73,8 @@ class Pipeline:
                 with self.store.transaction() as tx:
                     _rebuild_page(tx, kind, lifecycle, ids, counts)
                 after = ids[-1]
+        with self.store.transaction() as tx:
+            tx.recount()
         return counts
 
 
@@ -121,6 +124,7 @@ class _Batch:
         )
 
     def write(self) -> None:
+        deltas: Counter[str] = Counter()
         for kind in LIFECYCLES:
             touched = list(self.touched[kind].values())
             fresh = [entry for s in touched for entry in s.fresh]
@@ -129,6 +133,9 @@ class _Batch:
             self.tx.set_verdicts(kind, changed)
             self.tx.redeliver(kind, self.redelivered[kind], self.now)
             self.tx.put_subjects(kind, touched)
+            # update(), not +=: a Counter sum drops the negative deltas
+            deltas.update(_deltas(kind, touched, fresh, changed, len(self.redelivered[kind])))
+        self.tx.bump(deltas)
 
     def _subject(self, kind: Kind, lifecycle: Lifecycle, subject_id: str) -> Subject:
         subject = self.subjects[kind].get(subject_id)
@@ -158,6 +165,25 @@ def _rebuild_page(
         counts["changed_outcomes"] += len(changed)
         counts["changed_states"] += subject.state != before
     tx.put_subjects(kind, list(subjects.values()))
+
+
+def _deltas(
+    kind: Kind, touched: list[Subject], fresh: list[Entry], changed: list[Entry], repeats: int
+) -> Counter[str]:
+    """How this batch moves the counters behind /status."""
+    deltas: Counter[str] = Counter({f"{kind}.duplicate": repeats})
+    for entry in fresh:
+        deltas[f"{kind}.outcome.{entry.verdict.outcome}"] += 1
+        deltas[f"{kind}.out_of_order"] += entry.out_of_order
+    for entry in changed:
+        if entry.stored is not None and entry.stored != entry.verdict:
+            deltas[f"{kind}.outcome.{entry.stored.outcome}"] -= 1
+            deltas[f"{kind}.outcome.{entry.verdict.outcome}"] += 1
+    for subject in touched:
+        if subject.stored_state is not None:
+            deltas[f"{kind}.state.{subject.stored_state}"] -= 1
+        deltas[f"{kind}.state.{subject.state}"] += 1
+    return deltas
 
 
 def _entry(callback: Callback) -> Entry:

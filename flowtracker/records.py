@@ -40,6 +40,7 @@ class Entry:
     verdict: Verdict = APPLIED
     shown: Mapping[str, Any] = field(default_factory=dict)
     row_id: int | None = None  # None until it is stored
+    stored: Verdict | None = None  # the verdict in the database, for stored entries
     changed: bool = False  # a stored entry whose verdict the last refold changed
     source: Any = None  # the parsed callback of a new entry, for the store
 
@@ -62,6 +63,7 @@ class Subject:
     last_ns: int | None = None
     last_at: str | None = None
     last_received_at: str | None = None
+    stored_state: str | None = None  # the state in the database, for stored subjects
     shown: Mapping[str, Any] = field(default_factory=dict)  # from the last applied event
     history: list[Entry] | None = None  # loaded only when an event lands before the last
     fresh: list[Entry] = field(default_factory=list)  # not yet stored

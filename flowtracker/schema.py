@@ -115,3 +115,35 @@ def m001_initial(db: Database) -> None:
         db.table(table).create_index(["state", "last_received_at"])
         db.execute(f"CREATE INDEX {table}_anomalous ON {table}(id) WHERE anomalies > 0")
     db.table("quarantine").create_index(["last_seen", "body_hash"])
+
+
+# Totals for /status, kept up to date in the ingest transactions: at millions of events a
+# COUNT(*) per request is too slow. `recount` rebuilds them from the tables.
+RECOUNT = (
+    "DELETE FROM counters",
+    *(
+        statement
+        for kind, events, subjects in (
+            ("flow", "flow_events", "instances"),
+            ("document", "document_snapshots", "documents"),
+        )
+        for statement in (
+            f"INSERT INTO counters SELECT '{kind}.outcome.' || outcome, COUNT(*) FROM {events} "
+            "GROUP BY outcome",
+            f"INSERT INTO counters SELECT '{kind}.duplicate', COALESCE(SUM(deliveries - 1), 0) "
+            f"FROM {events}",
+            f"INSERT INTO counters SELECT '{kind}.out_of_order', COALESCE(SUM(out_of_order), 0) "
+            f"FROM {events}",
+            f"INSERT INTO counters SELECT '{kind}.state.' || state, COUNT(*) FROM {subjects} "
+            "GROUP BY state",
+        )
+    ),
+    "INSERT INTO counters SELECT 'quarantine.rows', COUNT(*) FROM quarantine",
+)
+
+
+@migrations()
+def m002_counters(db: Database) -> None:
+    db.table("counters").create({"name": str, "value": int}, pk="name", not_null={"value"})
+    for statement in RECOUNT:
+        db.execute(statement)

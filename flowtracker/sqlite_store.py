@@ -53,16 +53,20 @@ class SQLiteStore:
             yield SQLiteTransaction(conn)
 
     def quarantine(self, item: Quarantined, at: str) -> None:
+        digest, error = hashlib.sha256(item.body).hexdigest(), json.dumps(item.error)
         with _translated("quarantine a request"), self._write() as conn:
-            conn.execute(
-                "INSERT INTO quarantine (body_hash, body, content_type, error, source, "
-                "first_seen, last_seen, count) VALUES (?, ?, ?, ?, ?, ?, ?, 1) "
-                "ON CONFLICT (body_hash) DO UPDATE SET last_seen = excluded.last_seen, "
-                "count = count + 1, error = excluded.error, "
-                "content_type = excluded.content_type, source = excluded.source",
-                (hashlib.sha256(item.body).hexdigest(), item.body, item.content_type,
-                 json.dumps(item.error), item.source, at, at),
-            )  # fmt: skip
+            seen = conn.execute(
+                "UPDATE quarantine SET last_seen = ?, count = count + 1, error = ?, "
+                "content_type = ?, source = ? WHERE body_hash = ?",
+                (at, error, item.content_type, item.source, digest),
+            )
+            if seen.rowcount == 0:
+                conn.execute(
+                    "INSERT INTO quarantine (body_hash, body, content_type, error, source, "
+                    "first_seen, last_seen, count) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
+                    (digest, item.body, item.content_type, error, item.source, at, at),
+                )
+                SQLiteTransaction(conn).bump({"quarantine.rows": 1})
 
     def subject_ids(self, kind: Kind, after: str, limit: int) -> list[str]:
         sql = f"SELECT id FROM {SUBJECTS[kind]} WHERE id > ? ORDER BY id LIMIT ?"
@@ -97,40 +101,31 @@ class SQLiteStore:
             return read(sql, (*params, limit))
 
     def summary(self, stuck_before: str) -> dict[str, Any]:
-        outcomes: dict[str, int] = {}
-        duplicates = out_of_order = 0
-        last: list[str] = []
+        """From the counters kept by the ingest transactions, not from COUNT(*)."""
         with self._reading() as read:
-            for table in EVENTS.values():
-                for row in read(f"SELECT outcome, COUNT(*) AS n FROM {table} GROUP BY outcome"):
-                    outcomes[row["outcome"]] = outcomes.get(row["outcome"], 0) + row["n"]
-                row = read(
-                    f"SELECT COALESCE(SUM(deliveries - 1), 0) AS duplicates, "
-                    f"COALESCE(SUM(out_of_order), 0) AS late, MAX(last_delivery_at) AS last "
-                    f"FROM {table}"
-                )[0]
-                duplicates += row["duplicates"]
-                out_of_order += row["late"]
-                last += [row["last"]] if row["last"] else []
-            per_state = {
-                kind: {r["state"]: r["n"] for r in read(
-                    f"SELECT state, COUNT(*) AS n FROM {table} GROUP BY state")}
-                for kind, table in SUBJECTS.items()
-            }  # fmt: skip
-            quarantined = read("SELECT COUNT(*) AS n FROM quarantine")[0]["n"]
+            counters = {row["name"]: row["value"] for row in read("SELECT * FROM counters")}
             stuck = read(
                 "SELECT COUNT(*) AS n FROM instances WHERE state = 'in_progress' "
                 "AND last_received_at < ?",
                 (stuck_before,),
             )[0]["n"]
+            last = [
+                read(f"SELECT MAX(last_delivery_at) AS at FROM {table}")[0]["at"]
+                for table in EVENTS.values()
+            ]
+        outcomes = {
+            outcome: counters.get(f"flow.outcome.{outcome}", 0)
+            + counters.get(f"document.outcome.{outcome}", 0)
+            for outcome in ("applied", "illegal", "ignored")
+        }
         return {
-            "outcomes": {**outcomes, "duplicate": duplicates},
-            "out_of_order": out_of_order,
-            "quarantined": quarantined,
-            "instances": per_state["flow"],
-            "documents": per_state["document"],
+            "outcomes": {**outcomes, "duplicate": _total(counters, "duplicate")},
+            "out_of_order": _total(counters, "out_of_order"),
+            "quarantined": counters.get("quarantine.rows", 0),
+            "instances": _prefixed(counters, "flow.state."),
+            "documents": _prefixed(counters, "document.state."),
             "stuck": stuck,
-            "last_callback_at": max(last, default=None),
+            "last_callback_at": max((at for at in last if at), default=None),
         }
 
     def quarantined(self, before: tuple[str, str] | None, limit: int) -> list[Row]:
@@ -226,6 +221,14 @@ class Reader:
 
     def __call__(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return [dict(row) for row in self.conn.execute(sql, params)]
+
+
+def _total(counters: dict[str, int], name: str) -> int:
+    return counters.get(f"flow.{name}", 0) + counters.get(f"document.{name}", 0)
+
+
+def _prefixed(counters: dict[str, int], prefix: str) -> dict[str, int]:
+    return {name[len(prefix) :]: n for name, n in counters.items() if name.startswith(prefix) and n}
 
 
 @contextmanager

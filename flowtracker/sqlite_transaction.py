@@ -7,11 +7,12 @@ Table and column names come from the fixed mappings below, never from input.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from .events import DocumentCallback, FlowCallback, Kind
 from .records import Entry, Subject, Verdict
+from .schema import RECOUNT
 
 SUBJECTS: dict[Kind, str] = {"flow": "instances", "document": "documents"}
 EVENTS: dict[Kind, str] = {"flow": "flow_events", "document": "document_snapshots"}
@@ -96,6 +97,17 @@ class SQLiteTransaction:
               *(s.shown.get(name) for name in shown)) for s in subjects],
         )  # fmt: skip
 
+    def bump(self, deltas: Mapping[str, int]) -> None:
+        self.conn.executemany(
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            [(name, delta) for name, delta in deltas.items() if delta],
+        )
+
+    def recount(self) -> None:
+        for statement in RECOUNT:
+            self.conn.execute(statement)
+
     def _in(self, sql: str, values: list[str]) -> list[sqlite3.Row]:
         rows: list[sqlite3.Row] = []
         for start in range(0, len(values), _IN_CHUNK):
@@ -114,7 +126,7 @@ def subject(kind: Kind, row: sqlite3.Row) -> Subject:
         last=((row["last_major"], row["last_minor"]), row["last_key"]),
         first_ns=row["first_event_ns"], first_at=row["first_event_at"],
         last_ns=row["last_event_ns"], last_at=row["last_event_at"],
-        last_received_at=row["last_received_at"], shown=shown,
+        last_received_at=row["last_received_at"], stored_state=row["state"], shown=shown,
     )  # fmt: skip
 
 
@@ -138,8 +150,8 @@ def _flow_entry(row: sqlite3.Row) -> Entry:
     return Entry(
         key=row["dedup_key"], position=(row["event_ns"], 0), label=row["type"],
         version=row["version"], time_ns=row["event_ns"], time_text=row["event_created"],
-        out_of_order=bool(row["out_of_order"]), verdict=Verdict(row["outcome"], row["reason"]),
-        row_id=row["id"],
+        out_of_order=bool(row["out_of_order"]), verdict=(verdict := _verdict(row)),
+        stored=verdict, row_id=row["id"],
     )  # fmt: skip
 
 
@@ -149,6 +161,10 @@ def _document_entry(row: sqlite3.Row) -> Entry:
     return Entry(
         key=row["dedup_key"], position=(row["object_version"], row["mtime_ns"]),
         label=row["status"], version=None, time_ns=row["mtime_ns"], time_text=row["mtime"],
-        out_of_order=bool(row["out_of_order"]), verdict=Verdict(row["outcome"], row["reason"]),
-        shown=shown, row_id=row["id"],
+        out_of_order=bool(row["out_of_order"]), verdict=(verdict := _verdict(row)),
+        stored=verdict, shown=shown, row_id=row["id"],
     )  # fmt: skip
+
+
+def _verdict(row: sqlite3.Row) -> Verdict:
+    return Verdict(row["outcome"], row["reason"])

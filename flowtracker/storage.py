@@ -7,7 +7,7 @@ same two protocols. Errors of the database never leave a store: it raises
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -39,6 +39,12 @@ class Transaction(Protocol):
 
     def put_subjects(self, kind: Kind, subjects: Sequence[Subject]) -> None:
         """Insert or replace these subject summaries."""
+
+    def bump(self, deltas: Mapping[str, int]) -> None:
+        """Add to the named counters (outcomes, states, out of order, duplicates)."""
+
+    def recount(self) -> None:
+        """Compute every counter again from the stored events and subjects."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,6 +98,10 @@ def ingest(batches: list[list[bytes]]) -> tuple[dict[str, Any], int]:
             pipeline = Pipeline(store, Clock())
             for batch in batches:
                 pipeline.ingest([parse_line(body) for body in batch])
+            kept = store.summary("0")  # the counters the batches kept up to date
+            with store.transaction() as tx:
+                tx.recount()
+            assert kept == store.summary("0")
             return _subjects(store), _totals(store)
         finally:
             store.close()
