@@ -30,12 +30,7 @@ def decode_json(body: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as error:
         raise InvalidJSON(f"body is not UTF-8: {error}") from None
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_unique_keys,
-            parse_constant=_no_constant,
-            parse_float=_finite,
-        )
+        value = _DECODER.decode(text)
     except RecursionError:
         raise InvalidJSON("body is nested too deeply to parse") from None
     except ValueError as error:
@@ -115,3 +110,9 @@ def _finite(text: str) -> float:
     if not math.isfinite(number):
         raise ValueError(f"number {text[:40]} is out of range")
     return number
+
+
+# Built once: json.loads with hooks would build a decoder per call, on the hot path.
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_unique_keys, parse_constant=_no_constant, parse_float=_finite
+)
