@@ -29,6 +29,8 @@ def decode_json(body: bytes) -> dict[str, Any]:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
         raise InvalidJSON(f"body is not UTF-8: {error}") from None
+    if text.startswith("\ufeff"):
+        raise InvalidJSON("body is not valid JSON: it starts with a byte order mark")
     try:
         value = _DECODER.decode(text)
     except RecursionError:

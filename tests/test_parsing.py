@@ -195,8 +195,7 @@ def test_unknown_version_is_kept_for_the_fold_to_judge() -> None:
         (
             b"\xef\xbb\xbf{}",
             InvalidJSON,
-            "body is not valid JSON: Unexpected UTF-8 BOM (decode "
-            "using utf-8-sig): line 1 column 1 (char 0)",
+            "body is not valid JSON: it starts with a byte order mark",
         ),
         (
             b'{"type": "a", "type": "b"}',
