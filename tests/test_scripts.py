@@ -42,3 +42,14 @@ def test_make_demo_is_deterministic(tmp_path: Path) -> None:
 
 def test_lifecycle_tables_print() -> None:
     assert run("scripts/lifecycle_tables.py").startswith("Flow instance (rows: callback type")
+
+
+@pytest.mark.slow
+def test_bench_scale_prints_its_figures() -> None:
+    out = run("scripts/bench_scale.py", "--instances", "300", "--events", "3000",
+              "--workload", "1000", "--requests", "40")  # fmt: skip
+    labels = [line.split(":")[0].split("  ")[0].strip() for line in out.splitlines()[2:]]
+    assert labels == [
+        "database", "ingest, empty database", "ingest, big database", "GET /instances/{id}",
+        "GET /status", "GET /instances?state=in_progress", "server RSS",
+    ]  # fmt: skip

@@ -1,0 +1,168 @@
+"""Benchmark flowtracker at scale: does it stay fast when the database holds millions?
+
+1. Builds a database of N instances with E events (default 1,000,000 and 10,000,000)
+   through the engine's batch path (`Pipeline.ingest`, 5,000 callbacks per transaction,
+   durability normal for the build only), or reuses one built before (`--db`).
+2. Measures, in the same run, the ingest rate of the same fresh workload (new instances
+   with 10% late events, durability full, batches of 1,000) into an empty database and
+   into the big one.
+3. Starts `flowtracker serve` on the big database and measures GET /instances/{id},
+   GET /status and GET /instances?state=in_progress (a page of 50) over loopback: p50/p99
+   of sequential requests; and the server's RSS after start-up and after the run.
+4. Prints the database size per million events.
+
+Asserts nothing. Usage: python scripts/bench_scale.py [--instances N] [--events E] [--db P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from statistics import quantiles
+
+import httpx2 as httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench_engine import ENDINGS, NS, STEPS, _body, make_lines
+
+from flowtracker.parsing import parse_line
+from flowtracker.pipeline import Pipeline
+from flowtracker.sqlite_store import SQLiteStore
+from tests.server import serving
+
+
+def instance_ids(count: int, seed: int) -> Iterator[str]:
+    rng = random.Random(seed)
+    for _ in range(count):
+        yield str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def build(path: Path, instances: int, events: int, seed: int = 11) -> list[str]:
+    """Fill the database; returns a sample of 1,000 instance ids for the reads."""
+    store = SQLiteStore(path, durability="normal")
+    pipeline, rng = Pipeline(store), random.Random(seed)
+    per, batch, sample, done, started = events // instances, [], [], 0, time.perf_counter()
+    for n, instance in enumerate(instance_ids(instances, seed)):
+        start = 1_790_000_000 * NS + rng.randrange(86_400 * NS)
+        ends = rng.random() < 0.8  # a fifth stay in progress
+        for step in range(per):
+            last = step == per - 1 and ends
+            kind = ENDINGS[rng.randrange(len(ENDINGS))] if last else STEPS[step % 4]
+            batch.append(parse_line(_body(kind, instance, start + step * 60 * NS, step)))
+        if len(batch) >= 5_000:
+            pipeline.ingest(batch)
+            done, batch = done + len(batch), []
+        if n % (instances // 1000 or 1) == 0 and len(sample) < 1_000:
+            sample.append(instance)
+        if n and n % 100_000 == 0:
+            rate = done / (time.perf_counter() - started)
+            print(f"  built {n:,} instances, {done:,} events ({rate:,.0f}/s)", flush=True)
+    pipeline.ingest(batch)
+    store.close()
+    return sample
+
+
+def ingest_rate(path: Path, lines: list[bytes]) -> float:
+    store = SQLiteStore(path)  # durability full, as the service runs
+    pipeline = Pipeline(store)
+    started = time.perf_counter()
+    for start in range(0, len(lines), 1_000):
+        pipeline.ingest([parse_line(line) for line in lines[start : start + 1_000]])
+    rate = len(lines) / (time.perf_counter() - started)
+    store.close()
+    return rate
+
+
+def latencies(client: httpx.Client, paths: list[str]) -> tuple[float, float]:
+    times = []
+    for path in paths:
+        started = time.perf_counter()
+        response = client.get(path)
+        times.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, (path, response.status_code)
+    cuts = quantiles(times, n=100)
+    return cuts[49], cuts[98]
+
+
+def rss_mb(pid: int) -> float:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return (
+        int(next(line.split()[1] for line in text.splitlines() if line.startswith("VmRSS"))) / 1024
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--instances", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--workload", type=int, default=50_000, help="events ingested to time")
+    parser.add_argument("--requests", type=int, default=2_000, help="per read endpoint")
+    parser.add_argument("--db", type=Path, help="reuse (or keep) the big database here")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory:
+        big = args.db or Path(directory) / "big.db"
+        if big.exists():
+            print(f"reusing {big}")
+            sample = [row[0] for row in SQLiteStore(big)._writer.execute(
+                "SELECT id FROM instances ORDER BY id LIMIT 1000")]  # fmt: skip
+        else:
+            print(f"building {args.instances:,} instances, {args.events:,} events in {big}")
+            started = time.perf_counter()
+            sample = build(big, args.instances, args.events)
+            took = time.perf_counter() - started
+            print(f"built in {took:,.0f} s ({args.events / took:,.0f} events/s, batches of "
+                  "5,000, durability normal)")  # fmt: skip
+        size = sum(p.stat().st_size for p in big.parent.glob(big.name + "*"))
+        stored = SQLiteStore(big)._writer.execute("SELECT COUNT(*) FROM flow_events").fetchone()[0]
+        print(
+            f"database: {stored:,} events, {size / 2**20:,.0f} MiB, "
+            f"{size / 2**20 / (stored / 1e6):,.0f} MiB per million events"
+        )
+
+        workload = make_lines(args.workload, args.workload // 10, seed=99)
+        # Best of two alternating runs each (the machine is shared); the second run into
+        # a database re-ingests the same bodies, so it gets fresh copies of them.
+        empty = full = 0.0
+        for turn in range(2):
+            lines = workload if turn == 0 else [line.replace(b'"version":1', b'"version":1,"n":1')
+                                                for line in workload]  # fmt: skip
+            empty = max(empty, ingest_rate(Path(directory) / f"empty{turn}.db", lines))
+            full = max(full, ingest_rate(big, lines))
+        print(
+            f"ingest, empty database : {empty:>8,.0f} events/s  (batches of 1,000, "
+            "durability full, 10% late)"
+        )
+        print(f"ingest, big database   : {full:>8,.0f} events/s  ({full / empty:.0%} of empty)")
+
+        env = dict(os.environ)
+        with serving(big, "--no-access-log", env=env) as server:
+            pid = server.process.pid
+            start_rss = rss_mb(pid)
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                rng = random.Random(5)
+                for name, paths in (
+                    ("GET /instances/{id}", [f"/instances/{rng.choice(sample)}"
+                                             for _ in range(args.requests)]),
+                    ("GET /status", ["/status"] * args.requests),
+                    ("GET /instances?state=in_progress", [
+                        "/instances?state=in_progress&limit=50"] * (args.requests // 4)),
+                ):  # fmt: skip
+                    p50, p99 = latencies(client, paths)
+                    print(f"{name:<34} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
+            end_rss = rss_mb(pid)
+        print(
+            f"server RSS: {start_rss:.0f} MB after start-up, {end_rss:.0f} MB after the "
+            f"reads ({end_rss - start_rss:+.0f} MB)"
+        )
+
+
+if __name__ == "__main__":
+    main()
