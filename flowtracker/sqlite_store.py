@@ -7,11 +7,14 @@ they see one snapshot. Every `sqlite3.Error` becomes `StorageUnavailable` here.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +41,7 @@ class SQLiteStore:
         self.path = str(path)
         self._busy_timeout_ms = int(busy_timeout_ms)
         self._lock = threading.Lock()
+        self._process_lock = _ProcessLock(self.path + ".lock", self._busy_timeout_ms / 1000)
         self._readers: list[sqlite3.Connection] = []
         self._idle_readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         with _translated("open the database"):
@@ -160,6 +164,7 @@ class SQLiteStore:
 
     def close(self) -> None:
         with self._lock:
+            self._process_lock.close()
             self._writer.close()
             for reader in self._readers:
                 reader.close()
@@ -176,7 +181,7 @@ class SQLiteStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, self._process_lock:
             self._writer.execute("BEGIN IMMEDIATE")
             try:
                 yield self._writer
@@ -214,6 +219,48 @@ class SQLiteStore:
         with self._lock:
             self._readers.append(conn)
         return conn
+
+
+class _ProcessLock:
+    """An advisory file lock taken around every write transaction.
+
+    Several workers on one database otherwise meet in SQLite's busy handler, which sleeps
+    up to 100 ms between tries; polling a lock file every few milliseconds hands the
+    writer's turn over far sooner. Within the busy timeout, else `StorageUnavailable`.
+    Without a lock file (a read-only directory) SQLite's own locking still applies.
+    """
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.timeout = timeout
+        try:
+            self.fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            self.fd = None
+
+    def __enter__(self) -> None:
+        if self.fd is None:
+            return
+        deadline, pause = time.monotonic() + self.timeout, 0.0005
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StorageUnavailable(
+                        "the database cannot write now: another process holds its lock"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.004)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 class Reader:

@@ -81,3 +81,21 @@ def test_reads_see_one_snapshot(pipeline: Pipeline, store: SQLiteStore) -> None:
     pipeline.ingest([parse_flow(flow("custom", n)) for n in range(3)])
     view = views.instance(store, INSTANCE)
     assert view["event_count"] == len(view["events"]) == 3
+
+
+def test_another_process_holding_the_write_lock_past_the_timeout_is_503(db_path: Path) -> None:
+    import fcntl
+    import os
+
+    store = SQLiteStore(db_path, busy_timeout_ms=30)
+    other = os.open(f"{db_path}.lock", os.O_RDWR)  # as another worker would hold it
+    fcntl.flock(other, fcntl.LOCK_EX)
+    with pytest.raises(StorageUnavailable) as error:
+        Pipeline(store, Clock()).ingest([parse_flow(flow("completed", 1))])
+    assert error.value.message == ("the database cannot write now: another process holds its lock")
+    fcntl.flock(other, fcntl.LOCK_UN)
+    os.close(other)
+    assert Pipeline(store, Clock()).ingest([parse_flow(flow("completed", 1))])[0].outcome == (
+        "applied"
+    )
+    store.close()
