@@ -53,3 +53,11 @@ def test_bench_scale_prints_its_figures() -> None:
         "database", "ingest, empty database", "ingest, big database", "GET /instances/{id}",
         "GET /status", "GET /instances?state=in_progress", "server RSS",
     ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_crash_test_loses_nothing() -> None:
+    out = run("scripts/crash_test.py", "--cycles", "3", "--callbacks", "600", "--clients", "4")
+    result = dict(pair.split("=") for pair in out.splitlines()[-1].split())
+    assert (result["lost"], result["stored_twice"], result["integrity_ok"]) == ("0", "0", "1")
+    assert result["states_rebuild_changed"] == result["counters_off"] == "0"
