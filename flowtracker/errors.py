@@ -4,6 +4,7 @@ FlowtrackerError
 ├── MalformedCallback        a callback that cannot be accepted; kept in quarantine
 │   ├── InvalidJSON          400 invalid_json
 │   ├── InvalidForm          400 invalid_form
+│   ├── RequestTimeout       408 request_timeout (the body came too slowly)
 │   ├── PayloadTooLarge      413 payload_too_large
 │   ├── UnsupportedMediaType 415 unsupported_media_type
 │   └── InvalidEvent         422 invalid_event (details: {field: reason})
@@ -48,6 +49,10 @@ class InvalidJSON(MalformedCallback):
 
 class InvalidForm(MalformedCallback):
     status, code = 400, "invalid_form"
+
+
+class RequestTimeout(MalformedCallback):
+    status, code = 408, "request_timeout"
 
 
 class PayloadTooLarge(MalformedCallback):

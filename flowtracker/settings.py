@@ -20,6 +20,7 @@ _ENVIRONMENT = {
     "retry_after_seconds": "FLOWTRACKER_RETRY_AFTER",
     "batch_max": "FLOWTRACKER_BATCH_MAX",
     "batch_wait_ms": "FLOWTRACKER_BATCH_WAIT_MS",
+    "body_timeout_seconds": "FLOWTRACKER_BODY_TIMEOUT",
 }
 
 
@@ -41,10 +42,11 @@ class Settings:
     retry_after_seconds: int = 30
     batch_max: int = 500  # callbacks per group-commit transaction, at most
     batch_wait_ms: int = 0  # wait to gather a batch when idle (0: commit at once)
+    body_timeout_seconds: int = 30  # a body must arrive within this, or 408
 
     def __post_init__(self) -> None:
         positive = ("max_body", "stuck_age_seconds", "busy_timeout_ms", "retry_after_seconds",
-                    "batch_max")  # fmt: skip
+                    "batch_max", "body_timeout_seconds")  # fmt: skip
         for name in positive:
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_ENVIRONMENT[name]} must be a positive whole number")

@@ -394,3 +394,39 @@ def test_sigterm_finishes_in_flight_callbacks(tmp_path: Path) -> None:
         ]
     stored = sqlite3.connect(db).execute("SELECT body FROM flow_events").fetchall()
     assert {row[0] for row in stored} >= set(acknowledged)
+
+
+def test_a_trickled_body_is_cut_off_by_the_body_timeout(tmp_path: Path) -> None:
+    import socket
+
+    with serving(tmp_path / "slow.db", env={"FLOWTRACKER_BODY_TIMEOUT": "1"}) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            head = b"POST /callbacks/flow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+            conn.sendall(head + b"Content-Type: application/json\r\n\r\n")
+            started, answer = time.monotonic(), b""
+            for byte in b'{"type": "completed", ':  # a byte every 0.2 s, never finishing
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    break
+                conn.settimeout(0.2)
+                try:
+                    answer += conn.recv(4096)
+                except TimeoutError:
+                    continue
+                if answer:
+                    break
+            took = time.monotonic() - started
+            conn.settimeout(5)
+            while chunk := conn.recv(4096):  # the server closes the connection after it
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert b'"code":"request_timeout"' in answer
+        assert 0.9 < took < 5
+        with httpx.Client(base_url=server.url) as http:
+            assert http.get("/healthz").status_code == 200
+            kept = http.get("/quarantine").json()["items"]
+        # what arrived before the timeout is kept: a few bytes, depending on timing
+        assert [q["error"]["code"] for q in kept] == ["request_timeout"]
+        assert kept[0]["body"] and '{"type": "completed", '.startswith(kept[0]["body"])

@@ -19,6 +19,7 @@ from ..errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
     StorageUnavailable,
 )
 from ..pipeline import Pipeline
@@ -102,7 +103,7 @@ async def _error(request: Request, exc: Exception) -> Response:
         log.error("storage unavailable on %s %s: %s", request.method, request.url.path, exc)
     elif exc.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="flowtracker"'
-    elif isinstance(exc, PayloadTooLarge):
+    elif isinstance(exc, PayloadTooLarge | RequestTimeout):
         headers["Connection"] = "close"  # the rest of the body is not worth receiving
     return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 

@@ -34,11 +34,13 @@ async def document_callback(request: Request) -> JSONResponse:
 async def _callback(request: Request, parse: Parser) -> JSONResponse:
     run = runtime(request)
     require_callback_token(request, run.settings.callback_token)
-    body, too_large = await read_body(request, run.settings.max_body)
+    body, cut_short = await read_body(
+        request, run.settings.max_body, run.settings.body_timeout_seconds
+    )
     content_type = request.headers.get("content-type", "")
     try:
-        if too_large is not None:
-            raise too_large
+        if cut_short is not None:
+            raise cut_short
         callback = parse(body, content_type)
     except MalformedCallback as error:
         kept = Quarantined(body, content_type, error.to_dict()["error"], f"POST {request.url.path}")

@@ -18,6 +18,7 @@ def _errors(*statuses: int) -> dict[str, JSON]:
         400: "The body cannot be parsed (invalid_json, invalid_form); kept in quarantine",
         401: "The token is missing or wrong (unauthorized)",
         404: "No such instance, document or path (not_found)",
+        408: "The body did not arrive in time (request_timeout); kept in quarantine",
         413: "The body is over the limit (payload_too_large); kept in quarantine",
         415: "A content type that cannot carry the callback; kept in quarantine",
         422: "Not a valid callback (invalid_event) or query (invalid_query)",
@@ -71,7 +72,7 @@ def _callback(summary: str, content: JSON) -> JSON:
             "security": [{}, {"token": []}, {"basic": []}, {"read": []}],
             "responses": {
                 "200": _json_response("Stored (whatever its outcome)", ref("Receipt")),
-                **_errors(400, 401, 413, 415, 422, 503),
+                **_errors(400, 401, 408, 413, 415, 422, 503),
             },
         }
     }
