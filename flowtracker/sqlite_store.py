@@ -156,11 +156,12 @@ class SQLiteStore:
             )
 
     def ping(self) -> None:
-        """Read the schema, and take and release the write lock: both must work."""
+        """Read, and commit a write as large as a big callback (64 KiB, always the same
+        row): a full disk or a read-only file fails it as it would fail a callback."""
         with self._reading() as read:
             read("SELECT COUNT(*) FROM sqlite_master")
-        with _translated("take writes"), self._write():
-            pass
+        with _translated("take writes"), self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO health_probe VALUES (1, randomblob(65536))")
 
     def close(self) -> None:
         with self._lock:

@@ -22,29 +22,32 @@ JSON = {"content-type": "application/json"}
 
 
 class FailingCommit:
-    """Wraps the writer connection; its next COMMIT fails as a full disk would."""
+    """Wraps the writer connection; its next COMMIT fails with `error`."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn, self.armed = conn, True
+    def __init__(self, conn: sqlite3.Connection, error: str) -> None:
+        self.conn, self.error, self.armed = conn, error, True
 
     def execute(self, sql: str, *args: Any) -> Any:
         if sql == "COMMIT" and self.armed:
             self.armed = False
-            raise sqlite3.OperationalError("database or disk is full")
+            raise sqlite3.OperationalError(self.error)
         return self.conn.execute(sql, *args)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.conn, name)
 
 
-def test_a_failed_commit_is_rolled_back_and_writes_go_on(db_path: Path) -> None:
+@pytest.mark.parametrize(
+    "fault", ["database or disk is full", "attempt to write a readonly database", "disk I/O error"]
+)
+def test_a_failed_commit_is_rolled_back_and_writes_go_on(db_path: Path, fault: str) -> None:
     store = SQLiteStore(db_path)
     real = store._writer
-    store._writer = FailingCommit(real)  # type: ignore[assignment]
+    store._writer = FailingCommit(real, fault)  # type: ignore[assignment]
     pipeline = Pipeline(store, Clock())
     with pytest.raises(StorageUnavailable) as error:
         pipeline.ingest([parse_flow(flow("completed", 1))])
-    assert error.value.message == "the database cannot write now: database or disk is full"
+    assert error.value.message == f"the database cannot write now: {fault}"
     assert not real.in_transaction
     assert store.subject_history("flow", INSTANCE) is None
     assert pipeline.ingest([parse_flow(flow("completed", 1))])[0].outcome == "applied"
