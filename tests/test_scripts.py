@@ -61,3 +61,11 @@ def test_crash_test_loses_nothing() -> None:
     result = dict(pair.split("=") for pair in out.splitlines()[-1].split())
     assert (result["lost"], result["stored_twice"], result["integrity_ok"]) == ("0", "0", "1")
     assert result["states_rebuild_changed"] == result["counters_off"] == "0"
+
+
+@pytest.mark.slow
+def test_soak_prints_rss_and_errors() -> None:
+    out = run("scripts/soak.py", "--minutes", "0.05", "--rate", "50")
+    lines = out.splitlines()
+    assert lines[1].startswith("minute 1: ") and " 0 errors, " in lines[1]
+    assert lines[-1].startswith("RSS start ")
