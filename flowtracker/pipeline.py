@@ -86,10 +86,10 @@ class _Batch:
         self.known: dict[Kind, dict[str, bool]] = {}
         self.subjects: dict[Kind, dict[str, Subject]] = {}
         self.touched: dict[Kind, dict[str, Subject]] = {"flow": {}, "document": {}}
-        self.redelivered: dict[Kind, list[str]] = {"flow": [], "document": []}
+        self.redelivered: dict[Kind, list[Callback]] = {"flow": [], "document": []}
         for kind in LIFECYCLES:
             mine = [c for c in callbacks if c.kind == kind]
-            self.known[kind] = tx.known_keys(kind, {c.dedup_key for c in mine})
+            self.known[kind] = tx.known_keys(kind, mine)
             self.subjects[kind] = tx.subjects(kind, {c.subject_id for c in mine})
 
     def take(self, callback: Callback) -> Receipt:
@@ -97,7 +97,7 @@ class _Batch:
         subject = self._subject(kind, lifecycle, callback.subject_id)
         known = self.known[kind].get(callback.dedup_key)
         if known is not None:
-            self.redelivered[kind].append(callback.dedup_key)
+            self.redelivered[kind].append(callback)
             return Receipt("duplicate", known, None, kind, subject.id, subject.state)
         entry = _entry(callback)
         entry.out_of_order = entry.position < subject.last[0]

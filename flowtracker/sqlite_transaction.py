@@ -10,7 +10,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from .events import DocumentCallback, FlowCallback, Kind
+from .events import Callback, DocumentCallback, FlowCallback, Kind
 from .records import Entry, Subject, Verdict
 from .schema import RECOUNT
 
@@ -41,6 +41,10 @@ _HISTORY_COLUMNS: dict[Kind, str] = {
     "document": "id, dedup_key, status, object_version, mtime, mtime_ns, signed_and_sealed, "
     "title, outcome, reason, out_of_order",
 }
+_EVENT_IS: dict[Kind, str] = {
+    "flow": "instance_id = ? AND event_ns = ? AND dedup_key = ?",
+    "document": "document_id = ? AND object_version = ? AND mtime_ns = ? AND dedup_key = ?",
+}
 _IN_CHUNK = 500  # bound parameters per IN (...) query
 
 
@@ -50,9 +54,16 @@ class SQLiteTransaction:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
-    def known_keys(self, kind: Kind, keys: Iterable[str]) -> dict[str, bool]:
-        sql = f"SELECT dedup_key, out_of_order FROM {EVENTS[kind]} WHERE dedup_key IN ({{}})"
-        return {row[0]: bool(row[1]) for row in self._in(sql, list(keys))}
+    def known_keys(self, kind: Kind, callbacks: Iterable[Callback]) -> dict[str, bool]:
+        # One point lookup each on the unique (subject, position, key) index: that index
+        # is also what keeps dedup keys unique, so no second random-key index is written.
+        sql = f"SELECT dedup_key, out_of_order FROM {EVENTS[kind]} WHERE {_EVENT_IS[kind]}"
+        found: dict[str, bool] = {}
+        for callback in callbacks:
+            row = self.conn.execute(sql, _event_key(callback)).fetchone()
+            if row is not None:
+                found[row[0]] = bool(row[1])
+        return found
 
     def subjects(self, kind: Kind, ids: Iterable[str]) -> dict[str, Subject]:
         rows = self._in(f"SELECT * FROM {SUBJECTS[kind]} WHERE id IN ({{}})", list(ids))
@@ -78,11 +89,11 @@ class SQLiteTransaction:
             [(e.verdict.outcome, e.verdict.reason, e.row_id) for e in entries],
         )
 
-    def redeliver(self, kind: Kind, keys: Sequence[str], at: str) -> None:
+    def redeliver(self, kind: Kind, callbacks: Sequence[Callback], at: str) -> None:
         self.conn.executemany(
             f"UPDATE {EVENTS[kind]} SET deliveries = deliveries + 1, last_delivery_at = ? "
-            "WHERE dedup_key = ?",
-            [(at, key) for key in keys],
+            f"WHERE {_EVENT_IS[kind]}",
+            [(at, *_event_key(callback)) for callback in callbacks],
         )
 
     def put_subjects(self, kind: Kind, subjects: Sequence[Subject]) -> None:
@@ -128,6 +139,13 @@ def subject(kind: Kind, row: sqlite3.Row) -> Subject:
         last_ns=row["last_event_ns"], last_at=row["last_event_at"],
         last_received_at=row["last_received_at"], stored_state=row["state"], shown=shown,
     )  # fmt: skip
+
+
+def _event_key(c: Callback) -> tuple[object, ...]:
+    """The values of `_EVENT_IS` for a callback: where its event is, if it is stored."""
+    if isinstance(c, FlowCallback):
+        return (c.instance_id, c.event_created.ns, c.dedup_key)
+    return (c.document_id, c.object_version, c.mtime.ns, c.dedup_key)
 
 
 def _flow_columns(c: FlowCallback) -> tuple[object, ...]:

@@ -12,15 +12,15 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .events import Kind
+from .events import Callback, Kind
 from .records import Entry, Subject
 
 
 class Transaction(Protocol):
     """The reads and writes of one ingest transaction; all or nothing."""
 
-    def known_keys(self, kind: Kind, keys: Iterable[str]) -> dict[str, bool]:
-        """Which of these dedup keys are stored, with the `out_of_order` flag of each."""
+    def known_keys(self, kind: Kind, callbacks: Iterable[Callback]) -> dict[str, bool]:
+        """The dedup keys of these callbacks that are stored, with their `out_of_order`."""
 
     def subjects(self, kind: Kind, ids: Iterable[str]) -> dict[str, Subject]:
         """The stored summaries of these subjects (those that exist)."""
@@ -34,8 +34,8 @@ class Transaction(Protocol):
     def set_verdicts(self, kind: Kind, entries: Sequence[Entry]) -> None:
         """Store the new outcome and reason of events a refold changed."""
 
-    def redeliver(self, kind: Kind, keys: Sequence[str], at: str) -> None:
-        """Count one more delivery of each key (a key may be repeated)."""
+    def redeliver(self, kind: Kind, callbacks: Sequence[Callback], at: str) -> None:
+        """Count one more delivery of each callback's event (one may come several times)."""
 
     def put_subjects(self, kind: Kind, subjects: Sequence[Subject]) -> None:
         """Insert or replace these subject summaries."""
