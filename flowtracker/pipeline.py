@@ -89,8 +89,14 @@ class _Batch:
         self.redelivered: dict[Kind, list[Callback]] = {"flow": [], "document": []}
         for kind in LIFECYCLES:
             mine = [c for c in callbacks if c.kind == kind]
-            self.known[kind] = tx.known_keys(kind, mine)
-            self.subjects[kind] = tx.subjects(kind, {c.subject_id for c in mine})
+            subjects = self.subjects[kind] = tx.subjects(kind, {c.subject_id for c in mine})
+            # A stored event is never above its subject's last order, so only callbacks at
+            # or below it can be repeats: in-order deliveries need no lookup.
+            self.known[kind] = tx.known_keys(kind, [
+                c for c in mine
+                if c.subject_id in subjects
+                and (c.position, c.dedup_key) <= subjects[c.subject_id].last
+            ])  # fmt: skip
 
     def take(self, callback: Callback) -> Receipt:
         kind, lifecycle = callback.kind, LIFECYCLES[callback.kind]
