@@ -6,6 +6,7 @@ import calendar
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import lru_cache
 
 _RFC3339 = re.compile(
     r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})[Tt ]"
@@ -38,9 +39,7 @@ def parse_timestamp(text: str) -> Timestamp:
     if match is None:
         raise TimestampError("not an RFC 3339 timestamp (expected YYYY-MM-DDTHH:MM:SS[.f]Z)")
     year, month, day, hour, minute, second = map(int, match.group(1, 2, 3, 4, 5, 6))
-    _check("year", year, 1, 9999)
-    _check("month", month, 1, 12)
-    _check("day", day, 1, 29 if month == 2 and calendar.isleap(year) else _DAYS[month])
+    days = _days_since_epoch(year, month, day)
     _check("hour", hour, 0, 23)
     _check("minute", minute, 0, 59)
     _check("second", second, 0, 59)
@@ -50,13 +49,21 @@ def parse_timestamp(text: str) -> Timestamp:
         _check("offset hour", off_hour, 0, 23)
         _check("offset minute", off_minute, 0, 59)
         offset = (off_hour * 60 + off_minute) * 60 * (-1 if match["sign"] == "-" else 1)
-    days = date(year, month, day).toordinal() - _EPOCH_ORDINAL
     seconds = days * 86_400 + hour * 3_600 + minute * 60 + second
     fraction = int((match["fraction"] or "").ljust(9, "0")[:9])
     ns = (seconds - offset) * _NS + fraction
     if not _EARLIEST <= ns <= _LATEST:
         raise TimestampError(f"must be between {_RANGE} (nanoseconds stored in 64 bits)")
     return Timestamp(text, ns)
+
+
+@lru_cache(maxsize=4096)
+def _days_since_epoch(year: int, month: int, day: int) -> int:
+    """The checked date as days since 1970-01-01 (callbacks of a day share it: cached)."""
+    _check("year", year, 1, 9999)
+    _check("month", month, 1, 12)
+    _check("day", day, 1, 29 if month == 2 and calendar.isleap(year) else _DAYS[month])
+    return date(year, month, day).toordinal() - _EPOCH_ORDINAL
 
 
 def format_ns(ns: int) -> str:
