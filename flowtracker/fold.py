@@ -27,6 +27,12 @@ def judge(
     return step.state, APPLIED
 
 
+def is_neutral(lifecycle: Lifecycle, label: str, version: int | None = None) -> bool:
+    """Whether an event has the same verdict in every state and moves none (ignored ones,
+    and triggers legal everywhere that stay put): its place in the order cannot matter."""
+    return version != lifecycle.version or label not in lifecycle.moving
+
+
 def fold(lifecycle: Lifecycle, entries: Iterable[Entry]) -> tuple[str, list[Verdict]]:
     """Judge `entries` (already in order) from the lifecycle's initial state."""
     state, verdicts = lifecycle.initial, []

@@ -106,6 +106,10 @@ class Lifecycle:
         )
         self.triggers = tuple(self._machine.events)
         self._steps = {(s, t): self._fire(s, t) for s in self.states for t in self.triggers}
+        # Triggers whose verdict depends on the state, or that change it.
+        self.moving = frozenset(
+            t for t in self.triggers if any(self._steps[(s, t)] != Step(s) for s in self.states)
+        )
 
     def knows(self, trigger: str) -> bool:
         return trigger in self.triggers

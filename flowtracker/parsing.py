@@ -184,7 +184,7 @@ def _check_id(document: JSONObject, document_id: str | None, problems: dict[str,
 
 
 def _take(fields: JSONObject, field: Field, problems: dict[str, str], prefix: str = "") -> Any:
-    value = fields.get(field.name)
+    value: Any = fields.get(field.name)
     kind = type(value)
     if kind is field.type and (kind is not int or _INT64[0] <= value <= _INT64[1]):
         return value  # present and of the right type: the common case, checked first

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .events import Callback, Kind
-from .fold import judge, refold
+from .fold import is_neutral, judge, refold
 from .lifecycles import DOCUMENT, FLOW, Lifecycle
 from .records import Entry, Subject
 from .storage import Store, Transaction
@@ -107,14 +107,17 @@ class _Batch:
             return Receipt("duplicate", known, None, kind, subject.id, subject.state)
         entry = _entry(callback)
         entry.out_of_order = entry.position < subject.last[0]
-        if entry.order > subject.last:
+        late = entry.order < subject.last
+        if not late or is_neutral(lifecycle, entry.label, entry.version):
+            # Judged from the current state: in order, or a late event whose verdict is
+            # the same in every state and which moves none (a refold would change nothing).
             subject.state, entry.verdict = judge(
                 lifecycle, subject.state, entry.label, entry.version
             )
-            if entry.verdict.outcome == "applied":
+            if entry.verdict.outcome == "applied" and not late:
                 subject.shown = entry.shown
             if subject.history is not None:
-                subject.history.append(entry)
+                insort(subject.history, entry, key=_order)
             subject.add(entry)
         else:
             history = self._history(kind, subject)
