@@ -10,12 +10,16 @@ seconds if a wait is configured to gather more.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from .errors import StorageUnavailable
 from .events import Callback
 from .pipeline import Pipeline, Receipt
+
+log = logging.getLogger("flowtracker")
 
 T = TypeVar("T")
 
@@ -39,14 +43,16 @@ class GroupCommitter:
     async def submit(self, callback: Callback) -> Receipt:
         """Store one callback; returns its receipt once its transaction has committed."""
         if self._stopping:
-            raise RuntimeError("the committer is stopping")
+            raise StorageUnavailable("the service is shutting down; deliver it again")
         future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
         self._queue.append((callback, future))
         self._wakeup.set()
         return await future
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
-        """Run another write (the quarantine) on the writer thread."""
+        """Run another write (the quarantine, the health probe) on the writer thread."""
+        if self._stopping and self._task is not None and self._task.done():
+            raise StorageUnavailable("the service is shutting down; deliver it again")
         return await asyncio.get_running_loop().run_in_executor(self._writer, function, *args)
 
     async def stop(self) -> None:
@@ -58,24 +64,46 @@ class GroupCommitter:
         self._writer.shutdown(wait=True)
 
     async def _run(self) -> None:
-        while not (self._stopping and not self._queue):
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            if self.max_wait and len(self._queue) < self.max_batch and not self._stopping:
-                await asyncio.sleep(self.max_wait)
-            while self._queue:
-                batch = self._queue[: self.max_batch]
-                del self._queue[: self.max_batch]
-                await self._commit(batch)
+        try:
+            while not (self._stopping and not self._queue):
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                if self.max_wait and len(self._queue) < self.max_batch and not self._stopping:
+                    await asyncio.sleep(self.max_wait)
+                while self._queue:
+                    batch = self._queue[: self.max_batch]
+                    del self._queue[: self.max_batch]
+                    await self._commit(batch)
+        finally:  # however it ends, no caller is left waiting
+            self._stopping = True
+            _fail(self._queue, StorageUnavailable("the service is shutting down; deliver it again"))
+            self._queue.clear()
 
     async def _commit(self, batch: list[tuple[Callback, asyncio.Future[Receipt]]]) -> None:
         try:
             receipts = await self.run(self.pipeline.ingest, [callback for callback, _ in batch])
-        except Exception as error:  # every caller of the batch learns why, as a 503 or 500
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+        except StorageUnavailable as error:  # the transaction failed: every caller retries
+            _fail(batch, error)
             return
+        except Exception:
+            # Not the database: one callback tripped something. Commit them one by one, so
+            # that only the one that fails again answers with an error.
+            if len(batch) > 1:
+                for item in batch:
+                    await self._commit([item])
+                return
+            _fail(batch, RuntimeError("this callback could not be stored"))
+            log.exception("a callback could not be stored")
+            return
+        except BaseException as error:  # cancelled or stopped: nobody may wait for ever
+            _fail(batch, StorageUnavailable("the service is shutting down; deliver it again"))
+            raise error
         for (_, future), receipt in zip(batch, receipts, strict=True):
             if not future.done():  # the client may have gone; its callback is stored
                 future.set_result(receipt)
+
+
+def _fail(batch: list[tuple[Callback, asyncio.Future[Receipt]]], error: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)

@@ -212,6 +212,8 @@ class SQLiteStore:
                 finally:
                     conn.execute("COMMIT")
             finally:
+                if conn.in_transaction:  # a failed COMMIT: never pool a connection mid-read
+                    conn.execute("ROLLBACK")
                 self._idle_readers.put(conn)
 
     def _new_reader(self) -> sqlite3.Connection:

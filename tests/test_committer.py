@@ -111,3 +111,42 @@ def test_stop_commits_what_is_queued(store: SQLiteStore) -> None:
         return [future.result() for future in pending]
 
     assert [r.outcome for r in asyncio.run(main())] == ["applied"] * 5
+
+
+def test_a_callback_that_trips_a_bug_fails_alone(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = Pipeline.ingest
+    bad = parse_flow(flow("custom", 7, IDS[1]))
+
+    def ingest(self: Pipeline, callbacks: list[Any]) -> list[Receipt]:
+        if any(c.dedup_key == bad.dedup_key for c in callbacks):
+            raise ValueError("a bug this body triggers")
+        return real(self, callbacks)
+
+    monkeypatch.setattr(Pipeline, "ingest", ingest)
+
+    async def main() -> list[BaseException | Receipt]:
+        committer = GroupCommitter(Pipeline(store))
+        committer.start()
+        callbacks = [parse_flow(flow("custom", 7, IDS[0])), bad,
+                     parse_flow(flow("custom", 7, IDS[2]))]  # fmt: skip
+        results = await asyncio.gather(
+            *(committer.submit(c) for c in callbacks), return_exceptions=True
+        )
+        await committer.stop()
+        return results
+
+    results = asyncio.run(main())
+    assert [type(r).__name__ for r in results] == ["Receipt", "RuntimeError", "Receipt"]
+
+
+def test_after_stop_callbacks_are_told_to_come_back(store: SQLiteStore) -> None:
+    async def main() -> None:
+        committer = GroupCommitter(Pipeline(store))
+        committer.start()
+        await committer.stop()
+        with pytest.raises(StorageUnavailable, match="shutting down"):
+            await committer.submit(parse_flow(flow("custom", 1)))
+
+    asyncio.run(main())

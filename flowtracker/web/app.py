@@ -53,8 +53,10 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
-            await committer.stop()
-            store.close()
+            try:
+                await committer.stop()
+            finally:
+                store.close()
 
     document = openapi_document()
 
