@@ -89,7 +89,10 @@ class Lifecycle:
         refusal: Callable[[str, str], str],
         trigger_noun: str,
         version: int | None,
+        arrows: Sequence[tuple[str, str, str]] | None = None,
     ) -> None:
+        """`arrows` (source, trigger, dest) are what a diagram draws; by default every
+        transition that changes the state."""
         _check_pure(transitions)
         self.states = tuple(states)
         self.initial = initial
@@ -105,6 +108,7 @@ class Lifecycle:
             auto_transitions=False,
         )
         self.triggers = tuple(self._machine.events)
+        self.arrows = tuple(arrows) if arrows is not None else _moves(transitions)
         self._steps = {(s, t): self._fire(s, t) for s in self.states for t in self.triggers}
         # Triggers whose verdict depends on the state, or that change it.
         self.moving = frozenset(
@@ -149,6 +153,14 @@ def _check_pure(transitions: TransitionTable) -> None:
         extra = set(row) - {"trigger", "source", "dest"}
         if extra:
             raise ValueError(f"lifecycle transitions must be plain data, not {sorted(extra)}")
+
+
+def _moves(transitions: TransitionTable) -> tuple[tuple[str, str, str], ...]:
+    return tuple(
+        (row["source"], row["trigger"], row["dest"])
+        for row in transitions
+        if row["dest"] is not None and row["source"] not in ("*", row["dest"])
+    )
 
 
 def document_transitions(graph: Mapping[str, Sequence[str]]) -> list[dict[str, Any]]:
@@ -203,4 +215,7 @@ DOCUMENT = Lifecycle(
     refusal=_document_refusal,
     trigger_noun="status",
     version=None,
+    # Scrive's graph, not every reachable pair: a snapshot may skip along these arrows.
+    arrows=[(DOCUMENT_NEW, "preparation", "preparation")]
+    + [(a, b, b) for a, targets in DOCUMENT_GRAPH.items() for b in targets if a != b],
 )

@@ -169,3 +169,12 @@ def m004_one_unique_index_per_event_table(db: Database) -> None:
     db.table("document_snapshots").create_index(
         ["document_id", "object_version", "mtime_ns", "dedup_key"], unique=True
     )
+
+
+@migrations()
+def m005_received_per_minute(db: Database) -> None:
+    # Callbacks taken per minute (duplicates included), for the dashboard's throughput line.
+    # Kept for a day; it starts empty, older events are not counted back.
+    db.table("received_per_minute").create(
+        {"minute": str, "callbacks": int}, pk="minute", not_null={"callbacks"}
+    )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 Durability = Literal["full", "normal"]
+LogFormat = Literal["plain", "json"]
 
 _ENVIRONMENT = {
     "db_path": "FLOWTRACKER_DB",
@@ -21,6 +22,7 @@ _ENVIRONMENT = {
     "batch_max": "FLOWTRACKER_BATCH_MAX",
     "batch_wait_ms": "FLOWTRACKER_BATCH_WAIT_MS",
     "body_timeout_seconds": "FLOWTRACKER_BODY_TIMEOUT",
+    "log_format": "FLOWTRACKER_LOG_FORMAT",
 }
 
 
@@ -43,6 +45,7 @@ class Settings:
     batch_max: int = 500  # callbacks per group-commit transaction, at most
     batch_wait_ms: int = 0  # wait to gather a batch when idle (0: commit at once)
     body_timeout_seconds: int = 30  # a body must arrive within this, or 408
+    log_format: LogFormat = "plain"  # json: one JSON object per log line
 
     def __post_init__(self) -> None:
         positive = ("max_body", "stuck_age_seconds", "busy_timeout_ms", "retry_after_seconds",
@@ -54,6 +57,8 @@ class Settings:
             raise SettingsError("FLOWTRACKER_BATCH_WAIT_MS must be 0 or more")
         if self.durability not in ("full", "normal"):
             raise SettingsError("FLOWTRACKER_DURABILITY must be full or normal")
+        if self.log_format not in ("plain", "json"):
+            raise SettingsError("FLOWTRACKER_LOG_FORMAT must be plain or json")
 
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in fields(self)}

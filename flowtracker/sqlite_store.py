@@ -100,9 +100,20 @@ class SQLiteStore:
         if where.received_before is not None:
             clauses.append("state = 'in_progress' AND last_received_at < ?")
             params.append(where.received_before)
+        if where.id_prefix:  # a range on the primary key, not a LIKE scan
+            clauses.append("id >= ? AND id < ?")
+            params += [where.id_prefix, where.id_prefix + "\U0010ffff"]
         sql = f"SELECT * FROM {SUBJECTS[kind]} WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?"
         with self._reading() as read:
             return read(sql, (*params, limit))
+
+    def quietest(self, received_before: str, limit: int) -> list[Row]:
+        with self._reading() as read:  # the (state, last_received_at) index, in its order
+            return read(
+                "SELECT * FROM instances WHERE state = 'in_progress' AND last_received_at < ? "
+                "ORDER BY last_received_at LIMIT ?",
+                (received_before, limit),
+            )
 
     def summary(self, stuck_before: str) -> dict[str, Any]:
         """From the counters kept by the ingest transactions, not from COUNT(*)."""
@@ -130,6 +141,7 @@ class SQLiteStore:
             "documents": _prefixed(counters, "document.state."),
             "stuck": stuck,
             "last_callback_at": max((at for at in last if at), default=None),
+            "by_kind": {kind: _by_kind(counters, kind) for kind in EVENTS},
         }
 
     def quarantined(self, before: tuple[str, str] | None, limit: int) -> list[Row]:
@@ -154,6 +166,11 @@ class SQLiteStore:
                 "ORDER BY received_at DESC LIMIT ?) ORDER BY received_at DESC LIMIT ?",
                 (limit, limit, limit),
             )
+
+    def received_since(self, minute: str) -> dict[str, int]:
+        with self._reading() as read:
+            rows = read("SELECT * FROM received_per_minute WHERE minute >= ?", (minute,))
+        return {row["minute"]: row["callbacks"] for row in rows}
 
     def ping(self) -> None:
         """Read, and commit a write as large as a big callback (64 KiB, always the same
@@ -278,6 +295,11 @@ class Reader:
 
 def _total(counters: dict[str, int], name: str) -> int:
     return counters.get(f"flow.{name}", 0) + counters.get(f"document.{name}", 0)
+
+
+def _by_kind(counters: dict[str, int], kind: str) -> dict[str, int]:
+    names = ("outcome.applied", "outcome.illegal", "outcome.ignored", "duplicate", "out_of_order")
+    return {name.rpartition(".")[2]: counters.get(f"{kind}.{name}", 0) for name in names}
 
 
 def _prefixed(counters: dict[str, int], prefix: str) -> dict[str, int]:

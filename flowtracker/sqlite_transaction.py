@@ -119,6 +119,18 @@ class SQLiteTransaction:
         for statement in RECOUNT:
             self.conn.execute(statement)
 
+    def count_received(self, minute: str, callbacks: int) -> None:
+        self.conn.execute(
+            "INSERT INTO received_per_minute (minute, callbacks) VALUES (?, ?) "
+            "ON CONFLICT (minute) DO UPDATE SET callbacks = callbacks + excluded.callbacks",
+            (minute, callbacks),
+        )
+        self.conn.execute(
+            "DELETE FROM received_per_minute "
+            "WHERE minute < strftime('%Y-%m-%dT%H:%M', ? || ':00', '-1 day')",
+            (minute,),
+        )
+
     def _in(self, sql: str, values: list[str]) -> list[sqlite3.Row]:
         rows: list[sqlite3.Row] = []
         for start in range(0, len(values), _IN_CHUNK):

@@ -46,6 +46,9 @@ class Transaction(Protocol):
     def recount(self) -> None:
         """Compute every counter again from the stored events and subjects."""
 
+    def count_received(self, minute: str, callbacks: int) -> None:
+        """Add to the callbacks taken in `minute` (YYYY-MM-DDTHH:MM, UTC); forget old ones."""
+
 
 @dataclass(frozen=True, slots=True)
 class Quarantined:
@@ -64,6 +67,7 @@ class SubjectFilter:
     state: str | None = None
     anomalous: bool = False
     received_before: str | None = None
+    id_prefix: str | None = None
 
 
 class Store(Protocol):
@@ -89,14 +93,22 @@ class Store(Protocol):
     ) -> list[dict[str, Any]]:
         """Subject summary rows in id order, keyset-paginated."""
 
+    def quietest(self, received_before: str, limit: int) -> list[dict[str, Any]]:
+        """In-progress instances with nothing received since `received_before`, the
+        longest quiet first."""
+
     def summary(self, stuck_before: str) -> dict[str, Any]:
-        """Counts per outcome and per state, out of order, quarantined, stuck, last receipt."""
+        """Counts per outcome and per state, out of order, quarantined, stuck, last receipt;
+        `by_kind` has the outcomes (duplicate included) and out of order of each kind."""
 
     def quarantined(self, before: tuple[str, str] | None, limit: int) -> list[dict[str, Any]]:
         """Quarantine rows, newest first, keyset-paginated on (last_seen, body_hash)."""
 
     def anomalies(self, limit: int) -> list[dict[str, Any]]:
         """The newest illegal or out-of-order events of both kinds."""
+
+    def received_since(self, minute: str) -> dict[str, int]:
+        """Callbacks taken per minute (YYYY-MM-DDTHH:MM) from `minute` on; quiet ones absent."""
 
     def ping(self) -> None:
         """Raise StorageUnavailable unless the database answers."""

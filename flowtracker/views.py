@@ -84,6 +84,12 @@ def documents(store: Store, where: SubjectFilter, page: Page) -> dict[str, Any]:
     return _subjects(store, "document", where, page)
 
 
+def quietest(store: Store, now_ns: int, stuck_age_ns: int, limit: int) -> list[dict[str, Any]]:
+    """The stuck instances that have been quiet the longest, quietest first."""
+    rows = store.quietest(format_ns(now_ns - stuck_age_ns), limit)
+    return [instance_summary(row) for row in rows]
+
+
 def stuck_filter(now_ns: int, stuck_age_ns: int) -> SubjectFilter:
     """In progress, with no callback received for longer than `stuck_age_ns`."""
     return SubjectFilter(state="in_progress", received_before=format_ns(now_ns - stuck_age_ns))
@@ -104,6 +110,24 @@ def status(
         "uptime_seconds": uptime_seconds,
         "callbacks": {name: counts["outcomes"].get(name, 0) for name in _OUTCOMES},
         "out_of_order": counts["out_of_order"],
+        **_holdings(counts),
+    }
+
+
+def counts(store: Store, now_ns: int, *, stuck_age_ns: int) -> dict[str, Any]:
+    """What /metrics exposes: the totals of `status`, callbacks and out of order per kind."""
+    summary = store.summary(format_ns(now_ns - stuck_age_ns))
+    by_kind: dict[str, dict[str, int]] = summary["by_kind"]
+    return {
+        "callbacks": {kind: {name: n[name] for name in _OUTCOMES} for kind, n in by_kind.items()},
+        "out_of_order": {kind: n["out_of_order"] for kind, n in by_kind.items()},
+        **_holdings(summary),
+    }
+
+
+def _holdings(counts: dict[str, Any]) -> dict[str, Any]:
+    """The quarantine, the subjects per state (every state, 0 included), stuck, last."""
+    return {
         "quarantined": counts["quarantined"],
         "instances": {**dict.fromkeys(FLOW_STATES, 0), **counts["instances"]},
         "documents": {**dict.fromkeys(DOCUMENT_STATES, 0), **counts["documents"]},

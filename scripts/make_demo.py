@@ -15,75 +15,25 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import random
-import uuid
-from datetime import UTC, datetime
 from typing import Any
 
-NS = 1_000_000_000
-MIN = 60 * NS
-START = int(datetime(2026, 10, 1, 7, 0, tzinfo=UTC).timestamp()) * NS
-RETRY = [5, 15, 45, 105, 225, 465, 705, 945, 1425]  # cumulative minutes of Scrive's retries
-USERS = ["user1", "user2", "applicant", "co_applicant", "advisor"]
-PROVIDERS = ["sms_otp", "se_bank_id", "no_bank_id", "dk_mitid", "fi_ftn", "onfido", "sms_pin"]
-STAGES = ["stage-1-entered", "stage-2-entered", "kyc-done", "documents-sent", "review-started"]
-NAMES = [
-    ("Erik", "Lindqvist"),
-    ("Åsa", "Berg"),
-    ("Johan", "Nyström"),
-    ("Maria", "Ek"),
-    ("Lars", "Sørensen"),
-    ("Anna", "Virtanen"),
-    ("Olof", "Dahl"),
-    ("Sara", "Öberg"),
-]
-
-Event = tuple[int, dict[str, Any]]  # (event time in ns, body)
+from flowtracker.scrive import (
+    MIN,
+    NAMES,
+    NS,
+    PROVIDERS,
+    RETRY,
+    STAGES,
+    START,
+    USERS,
+    Draw,
+    Event,
+    new_document,
+    timestamp_seconds,
+)
 
 
-def ts(ns: int) -> str:
-    """RFC 3339 UTC with nine fractional digits."""
-    secs = datetime.fromtimestamp(ns // NS, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{secs}.{ns % NS:09d}Z"
-
-
-def ts_s(ns: int) -> str:
-    """RFC 3339 UTC to the second, as in Scrive document JSON."""
-    return datetime.fromtimestamp(ns // NS, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class Gen:
-    def __init__(self, seed: int) -> None:
-        self.rng = random.Random(seed)
-
-    def uuid(self) -> str:
-        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
-
-    def step(self, t: int, lo_min: float, hi_min: float) -> int:
-        """Advance t by a random number of minutes, with random nanoseconds."""
-        return t + int(self.rng.uniform(lo_min, hi_min) * MIN) + self.rng.randrange(NS)
-
-    def ev(self, t: int, iid: str, typ: str, **extra: Any) -> Event:
-        return t, {
-            "type": typ,
-            "version": 1,
-            "event_created": ts(t),
-            "flow_instance_id": iid,
-            **extra,
-        }
-
-    def auth(self, t: int, iid: str, user: str, provider: str, ok: bool) -> Event:
-        extra: dict[str, Any] = {
-            "result": "success" if ok else "failure",
-            "provider": provider,
-            "user_name": user,
-        }
-        if provider != "sms_pin":
-            extra["eid_transaction_id"] = self.uuid()
-        if provider == "onfido":
-            extra["provider_data"] = {"applicant_id": self.uuid()}
-        return self.ev(t, iid, "authentication_attempted", **extra)
-
+class Gen(Draw):
     def instance(self, kind: str) -> tuple[str, list[Event]]:
         """One Flow instance ending with `kind` (a terminal type, or 'in_progress')."""
         r, iid = self.rng, self.uuid()
@@ -92,7 +42,7 @@ class Gen:
         events: list[Event] = []
         if r.random() < 0.6:
             t = self.step(t, 0, 2)
-            events.append(self.ev(t, iid, "custom", callback_name=STAGES[0]))
+            events.append(self.flow_event(t, iid, "custom", callback_name=STAGES[0]))
         for i, user in enumerate(users):
             t = self.step(t, 5, 240)
             provider = r.choice(PROVIDERS)
@@ -104,7 +54,7 @@ class Gen:
                     events.append(self.auth(t, iid, user, provider, False))
                     t = self.step(t, 0.5, 5)
                 events.append(
-                    self.ev(
+                    self.flow_event(
                         t,
                         iid,
                         "authentication_max_failures_exceeded",
@@ -117,13 +67,13 @@ class Gen:
             events.append(self.auth(t, iid, user, provider, True))
             if r.random() < 0.5:
                 t = self.step(t, 1, 30)
-                events.append(self.ev(t, iid, "custom", callback_name=r.choice(STAGES[1:])))
+                events.append(self.flow_event(t, iid, "custom", callback_name=r.choice(STAGES[1:])))
         if kind == "in_progress":
             return iid, events
         t = self.step(t, 10 if kind != "timed_out" else 7 * 24 * 60, 600)
         if kind == "completed":
             for _ in range(r.choice([1, 1, 1, 2, 3])):  # one `completed` per document
-                events.append(self.ev(t, iid, "completed"))
+                events.append(self.flow_event(t, iid, "completed"))
                 t = self.step(t, 0, 0.05)
             if r.random() < 0.25:  # a participant views the archived documents later
                 t = self.step(t, 60, 2000)
@@ -140,9 +90,9 @@ class Gen:
                 )
             if r.random() < 0.5:
                 extra["document_name"] = r.choice(["doc1", "doc2", "lease-agreement"])
-            events.append(self.ev(t, iid, "flow_rejected", **extra))
+            events.append(self.flow_event(t, iid, "flow_rejected", **extra))
         else:
-            events.append(self.ev(t, iid, kind))
+            events.append(self.flow_event(t, iid, kind))
         return iid, events
 
     def documents(self) -> list[tuple[str, list[Event]]]:
@@ -171,40 +121,8 @@ class Gen:
             did = str(r.randrange(9_221_714_692_413_000_000, 9_221_714_692_414_000_000))
             t = START + r.randrange(3 * 24 * 60) * MIN
             people = r.sample(NAMES, 2)
-            doc: dict[str, Any] = {
-                "id": did,
-                "title": f"Agreement {r.randrange(1000, 9999)}",
-                "parties": [
-                    {
-                        "id": str(int(did) + 11 + i),
-                        "signatory_role": "signing_party",
-                        "sign_order": 1,
-                        "fields": [
-                            {"type": "name", "order": 1, "value": first},
-                            {"type": "name", "order": 2, "value": last},
-                            {"type": "email", "value": f"{first.lower()}.{i}@example.com"},
-                        ],
-                        "sign_time": None,
-                        "seen_time": None,
-                        "rejected_time": None,
-                        "rejection_reason": None,
-                    }
-                    for i, (first, last) in enumerate(people)
-                ],
-                "file": {"id": str(int(did) + 3), "name": "agreement.pdf"},
-                "sealed_file": None,
-                "ctime": ts_s(t),
-                "mtime": ts_s(t),
-                "timeout_time": None,
-                "status": "preparation",
-                "days_to_sign": 14,
-                "lang": "en",
-                "object_version": 1,
-                "is_template": False,
-                "is_trashed": False,
-                "is_deleted": False,
-                "tags": [{"name": "demo", "value": str(n)}],
-            }
+            title = f"Agreement {r.randrange(1000, 9999)}"
+            doc = new_document(did, title, people, t, [{"name": "demo", "value": str(n)}])
             snaps: list[Event] = []
             deadline = 0
             for status, version, sealed in plan:
@@ -216,21 +134,23 @@ class Gen:
                     "status"
                 ] == "timedout":
                     deadline = t + 14 * 24 * 60 * MIN
-                    doc["timeout_time"] = ts_s(deadline)
+                    doc["timeout_time"] = timestamp_seconds(deadline)
                 if status == "pending" and version > 2:
-                    parties[0]["seen_time"] = parties[0]["sign_time"] = ts_s(t - MIN)
+                    parties[0]["seen_time"] = parties[0]["sign_time"] = timestamp_seconds(t - MIN)
                 if status == "closed":
                     for p in parties:
-                        p["seen_time"] = p["seen_time"] or ts_s(t - 9 * MIN)
-                        p["sign_time"] = p["sign_time"] or ts_s(t - MIN)
+                        p["seen_time"] = p["seen_time"] or timestamp_seconds(t - 9 * MIN)
+                        p["sign_time"] = p["sign_time"] or timestamp_seconds(t - MIN)
                 if status == "rejected":
-                    parties[1].update(rejected_time=ts_s(t), rejection_reason="Wrong address")
+                    parties[1].update(
+                        rejected_time=timestamp_seconds(t), rejection_reason="Wrong address"
+                    )
                 if sealed:
                     doc["sealed_file"] = {
                         "id": str(int(did) + 40 + len(snaps)),
                         "name": "agreement_sealed.pdf",
                     }
-                doc.update(status=status, object_version=version, mtime=ts_s(t))
+                doc.update(status=status, object_version=version, mtime=timestamp_seconds(t))
                 snaps.append(
                     (
                         t,
@@ -274,7 +194,10 @@ def build(seed: int, instances: int) -> list[dict[str, Any]]:
     iid, evs = g.instance("in_progress")
     t1 = g.step(evs[-1][0], 30, 60)
     t2 = g.step(t1, 1, 3)
-    (_, completed), (_, cancelled) = g.ev(t1, iid, "completed"), g.ev(t2, iid, "cancelled")
+    (_, completed), (_, cancelled) = (
+        g.flow_event(t1, iid, "completed"),
+        g.flow_event(t2, iid, "cancelled"),
+    )
     subjects.append((iid, evs))
     deliver(t2 + 200_000_000, cancelled)
     deliver(t1 + RETRY[1] * MIN, completed)  # Scrive's second retry of `completed`
@@ -282,14 +205,14 @@ def build(seed: int, instances: int) -> list[dict[str, Any]]:
     print(f"reorder example (cancelled@t2 first, completed@t1 later): {iid}")
     # An illegal sequence in event time: `completed`, then `cancelled` an hour later.
     iid, evs = g.instance("completed")
-    evs.append(g.ev(g.step(evs[-1][0], 60, 61), iid, "cancelled"))
+    evs.append(g.flow_event(g.step(evs[-1][0], 60, 61), iid, "cancelled"))
     subjects.append((iid, evs))
     print(f"illegal sequence (completed then cancelled): {iid}")
     # Forward compatibility: an unknown type and an unknown version.
     iid, evs = open_[0]
-    evs.append(g.ev(g.step(evs[-1][0], 1, 5), iid, "signatory_opened", user_name="user1"))
+    evs.append(g.flow_event(g.step(evs[-1][0], 1, 5), iid, "signatory_opened", user_name="user1"))
     iid, evs = open_[-1]
-    t, body = g.ev(g.step(evs[-1][0], 1, 5), iid, "custom", callback_name="stage-3-entered")
+    t, body = g.flow_event(g.step(evs[-1][0], 1, 5), iid, "custom", callback_name="stage-3-entered")
     evs.append((t, {**body, "version": 2, "stage": {"name": "stage-3", "index": 3}}))
 
     docs = g.documents()

@@ -339,6 +339,7 @@ def test_openapi_names_every_route(client: TestClient) -> None:
             "/anomalies",
             "/quarantine",
             "/healthz",
+            "/metrics",
             "/openapi.json",
         ]
     )
@@ -401,6 +402,7 @@ def test_unauthenticated_callbacks_are_not_quarantined(locked: TestClient) -> No
         "/anomalies",
         "/quarantine",
         f"/documents/{DOCUMENT}",
+        "/metrics",
     ],
 )
 def test_read_token_closes_every_read_endpoint(locked: TestClient, path: str) -> None:

@@ -57,6 +57,7 @@ CASES = [
     ("GET", "/anomalies", b"", {}, 200),
     ("GET", "/quarantine", b"", {}, 200),
     ("GET", "/healthz", b"", {}, 200),
+    ("GET", "/metrics", b"", {}, 200),
 ]
 
 
@@ -74,6 +75,10 @@ def test_answers_match_the_schema(
     assert response.status_code == status
     path = _template(document, url.split("?")[0])
     declared = document["paths"][path][method.lower()]["responses"][str(status)]
+    if "text/plain" in declared["content"]:  # /metrics: Prometheus text, not JSON
+        assert response.headers["content-type"].startswith("text/plain;")
+        assert "# TYPE flowtracker_callbacks_total counter" in response.text
+        return
     schema = declared["content"]["application/json"]["schema"]
     jsonschema.validate(
         response.json(),

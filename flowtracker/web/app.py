@@ -7,11 +7,14 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from ..committer import GroupCommitter
 from ..errors import (
@@ -22,10 +25,11 @@ from ..errors import (
     RequestTimeout,
     StorageUnavailable,
 )
+from ..metrics import StoreCollector, request_latency
 from ..pipeline import Pipeline
 from ..settings import Settings
 from ..sqlite_store import SQLiteStore
-from . import callbacks, reads
+from . import callbacks, dashboard, metrics, reads
 from .auth import RedactTokens
 from .openapi import openapi_document
 from .runtime import Runtime
@@ -35,6 +39,7 @@ log = logging.getLogger("flowtracker")
 
 def create_app(settings: Settings) -> Starlette:
     """The flowtracker service for these settings; the database opens when it starts."""
+    registry = CollectorRegistry()  # the app's own: several apps in one process never clash
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -48,11 +53,14 @@ def create_app(settings: Settings) -> Starlette:
             pipeline, max_batch=settings.batch_max, max_wait=settings.batch_wait_ms / 1000
         )
         committer.start()
-        app.state.runtime = Runtime(settings, store, pipeline, committer)
+        collector = StoreCollector(store, settings.stuck_age_seconds)
+        registry.register(collector)
+        app.state.runtime = Runtime(settings, store, pipeline, committer, registry=registry)
         _warn_when_open(settings)
         try:
             yield
         finally:
+            registry.unregister(collector)
             try:
                 await committer.stop()
             finally:
@@ -74,11 +82,14 @@ def create_app(settings: Settings) -> Starlette:
         Route("/anomalies", reads.anomalies, methods=["GET"]),
         Route("/quarantine", reads.quarantine, methods=["GET"]),
         Route("/healthz", reads.healthz, methods=["GET"]),
+        Route("/metrics", metrics.metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *_dashboard_routes(),
     ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(metrics.RequestTimer, histogram=request_latency(registry))],
         exception_handlers={
             FlowtrackerError: _error,
             HTTPException: _http_error,
@@ -88,6 +99,23 @@ def create_app(settings: Settings) -> Starlette:
     # A POST answered with a redirect is a failed delivery for Scrive: say 404 instead.
     app.router.redirect_slashes = False
     return app
+
+
+def _dashboard_routes() -> list[Route | Mount]:
+    """The dashboard's HTML pages: `/` and everything under `/ui/`."""
+    static = StaticFiles(packages=[("flowtracker.web", "static")])
+    return [
+        Route("/", dashboard.overview, methods=["GET"]),
+        Route("/ui/instances", dashboard.instances, methods=["GET"]),
+        Route("/ui/instances/{instance_id}", dashboard.instance, methods=["GET"]),
+        Route("/ui/documents", dashboard.documents, methods=["GET"]),
+        Route("/ui/documents/{document_id}", dashboard.document, methods=["GET"]),
+        Route("/ui/quarantine", dashboard.quarantine, methods=["GET"]),
+        Route("/ui/pulse", dashboard.pulse, methods=["GET"]),
+        Route("/ui/login", dashboard.login, methods=["GET", "POST"]),
+        Route("/ui/logout", dashboard.logout, methods=["POST"]),
+        Mount("/ui/static", static, name="static"),
+    ]
 
 
 def app_from_environment() -> Starlette:

@@ -1,4 +1,5 @@
-"""Tokens: the callback token (query, Basic password or Bearer) and the read token (Bearer)."""
+"""Tokens: the callback token (query, Basic password or Bearer) and the read token (Bearer,
+or for the dashboard a session cookie set by its login form)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from starlette.requests import HTTPConnection
 from ..errors import Unauthorized
 
 _TOKEN_IN_QUERY = re.compile(r"(?<=[?&]token=)[^&\s]*")
+SESSION_COOKIE = "flowtracker_session"
 
 
 def require_callback_token(request: HTTPConnection, token: str | None) -> None:
@@ -32,6 +34,27 @@ def require_read_token(request: HTTPConnection, token: str | None) -> None:
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not _same(value.strip(), token):
         raise Unauthorized("a valid read token is required (Authorization: Bearer)")
+
+
+def may_read(request: HTTPConnection, token: str | None) -> bool:
+    """For the dashboard: no read token set, the Bearer token, or the session cookie."""
+    if token is None:
+        return True
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie is not None and _same(cookie, session_value(token)):
+        return True
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and _same(value.strip(), token)
+
+
+def is_read_token(offered: str, token: str) -> bool:
+    return _same(offered, token)
+
+
+def session_value(token: str) -> str:
+    """The cookie the login form sets: derived from the read token, never the token itself,
+    so a new token signs every browser out."""
+    return hmac.new(token.encode("utf-8"), b"flowtracker dashboard session", "sha256").hexdigest()
 
 
 def _from_authorization(request: HTTPConnection) -> list[str]:

@@ -136,6 +136,19 @@ def openapi_document() -> JSON:
                     "responses": {"200": _json_response("ok", ref("Health")), **_errors(503)},
                 }
             },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics: the totals of /status, request latency",
+                    "security": [{"read": []}],
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format 0.0.4",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(401, 503),
+                    },
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "summary": "This document",

@@ -27,7 +27,7 @@ async def instance(request: Request) -> JSONResponse:
 
 async def instances(request: Request) -> JSONResponse:
     run = _reader(request)
-    where, page = _list_query(request, FLOW_STATES, run)
+    where, page = list_query(request, FLOW_STATES, run)
     return await _json(views.instances, run.store, where, page)
 
 
@@ -38,7 +38,7 @@ async def document(request: Request) -> JSONResponse:
 
 async def documents(request: Request) -> JSONResponse:
     run = _reader(request)
-    where, page = _list_query(request, (DOCUMENT_NEW, *DOCUMENT_STATES), run, stuck=False)
+    where, page = list_query(request, (DOCUMENT_NEW, *DOCUMENT_STATES), run, stuck=False)
     return await _json(views.documents, run.store, where, page)
 
 
@@ -97,7 +97,7 @@ def _page(request: Request, problems: dict[str, str] | None = None) -> views.Pag
     return views.Page(limit, request.query_params.get("cursor") or None)
 
 
-def _list_query(
+def list_query(
     request: Request, states: tuple[str, ...], run: Runtime, *, stuck: bool = True
 ) -> tuple[SubjectFilter, views.Page]:
     query, problems = request.query_params, {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from prometheus_client import CollectorRegistry
 from starlette.requests import HTTPConnection
 
 from ..committer import GroupCommitter
@@ -19,6 +20,7 @@ class Runtime:
     store: Store
     pipeline: Pipeline
     committer: GroupCommitter
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)  # /metrics
     started: float = field(default_factory=time.monotonic)
 
 

@@ -1,0 +1,332 @@
+"""Scrive-like traffic: flow instances with their documents, and the end each must reach.
+
+Everything is drawn from one seeded `random.Random`: a seed gives the same callbacks, byte
+for byte. The expected end of each subject is the story it was given ("this flow was
+cancelled, so it ends cancelled; its documents end canceled"), not the tracker's fold, so
+a check against it can find bugs in the fold.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+from .scrive import (
+    DAY,
+    MIN,
+    NAMES,
+    NS,
+    PROVIDERS,
+    STAGES,
+    START,
+    USERS,
+    Draw,
+    Event,
+    new_document,
+    timestamp_seconds,
+)
+
+TITLES = ["Lease agreement", "Loan agreement", "Power of attorney", "Account opening", "KYC form"]
+REASONS = ["Sorry, I don't want to sign this", "The rent is wrong on page 2.", "Fel personnummer"]
+FLOW_TYPES = ("completed", "failed", "cancelled", "flow_rejected", "timed_out", "custom",
+              "authentication_attempted", "authentication_max_failures_exceeded")  # fmt: skip
+FLOW_STATES = ("in_progress", "completed", "failed", "cancelled", "rejected", "timed_out")
+DOCUMENT_STATES = (
+    "preparation",
+    "awaiting_start",
+    "pending",
+    "closed",
+    "canceled",
+    "rejected",
+    "timedout",
+    "document_error",
+)
+# How a story ends, and how often out of 40: mostly completed, as in real traffic.
+SHARES = {"completed": 21, "max_failures": 2, "flow_rejected": 4, "cancelled": 3,
+          "timed_out": 3, "failed": 2, "in_progress": 5}  # fmt: skip
+ENDINGS = tuple(ending for ending, share in SHARES.items() for _ in range(share))
+STATE_OF = {"flow_rejected": "rejected"}  # any other ending is also the state's name
+V2_FIELDS = ("document_id", "document_signed_and_sealed", "document_json")
+V1_FIELDS = ("documentid", "signedAndSealed", "json")
+JSON_TYPE = "application/json"
+FORM_TYPE = "application/x-www-form-urlencoded; charset=UTF-8"
+
+Kind = Literal["flow", "document"]
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    """One callback as Scrive sends it, and the outcome a correct tracker gives it."""
+
+    kind: Kind
+    subject: str
+    label: str  # the Flow callback type, or the document status
+    time: str  # event_created or mtime, as written
+    position: tuple[int, int]  # the order key: (event ns, 0) or (object_version, mtime ns)
+    body: bytes
+    content_type: str
+    outcome: str = "applied"
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """A flow instance or a document: its callbacks in order, and where it must end."""
+
+    kind: Kind
+    id: str
+    state: str
+    callbacks: tuple[Callback, ...]
+    story: tuple[str, ...] = ()  # how it got there: the ending and any twists
+    shown: Mapping[str, Any] = field(default_factory=dict)  # documents: the last snapshot's
+
+
+class Paper:
+    """A document of an instance as Scrive keeps it, and the snapshots it sent of it."""
+
+    def __init__(self, draw: Draw, did: str, t: int, people: int) -> None:
+        r = draw.rng
+        title = f"{r.choice(TITLES)} {r.randrange(1000, 9999)}"
+        tags = [{"name": "case", "value": f"SIM-{r.randrange(10**6):06d}"}]
+        self.json = new_document(did, title, r.sample(NAMES, people), t, tags)
+        self.v1 = r.random() < 0.1  # an account still on the v1 callback field names
+        self.sealed = False
+        self.mtime = self.deadline = 0
+        self.snapshots: list[tuple[int, bool, dict[str, Any]]] = []
+        self.send(t, "preparation", bump=False)
+
+    def send(self, t: int, status: str, *, bump: bool = True, sealed: bool = False) -> int:
+        """A change of the document, and the snapshot Scrive builds of it."""
+        doc = self.json
+        self.mtime = max(t // NS * NS, self.mtime + NS)  # distinct seconds: mtime's precision
+        doc["object_version"] += bump  # prolong and sealing do not bump it
+        if status == "pending" and (doc["timeout_time"] is None or doc["status"] == "timedout"):
+            self.deadline = self.mtime + doc["days_to_sign"] * DAY
+            doc["timeout_time"] = timestamp_seconds(self.deadline)
+        if sealed:
+            self.sealed = True
+            sealed_id = str(int(doc["id"]) + 40 + len(self.snapshots))
+            doc["sealed_file"] = {"id": sealed_id, "name": "agreement_sealed.pdf"}
+        doc.update(status=status, mtime=timestamp_seconds(self.mtime))
+        self.snapshots.append((self.mtime, self.sealed, copy.deepcopy(doc)))
+        return self.mtime
+
+    def sign(self, t: int, party: int, last: bool) -> None:
+        signer = self.json["parties"][party]
+        signer.update(seen_time=timestamp_seconds(t - 3 * MIN), sign_time=timestamp_seconds(t))
+        self.send(t, "closed" if last else "pending")
+
+    def reject(self, t: int, party: int, reason: str) -> None:
+        self.json["parties"][party].update(
+            seen_time=timestamp_seconds(t - 2 * MIN),
+            rejected_time=timestamp_seconds(t),
+            rejection_reason=reason,
+        )
+        self.send(t, "rejected")
+
+    def subject(self, keep: Sequence[bool]) -> Subject:
+        """The document with the snapshots kept (Scrive merges queued callbacks)."""
+        kept = [snap for snap, sent in zip(self.snapshots, keep, strict=True) if sent]
+        callbacks = tuple(self._callback(*snap) for snap in kept)
+        _, sealed, doc = kept[-1]
+        shown = {
+            "object_version": doc["object_version"],
+            "signed_and_sealed": sealed,
+            "title": doc["title"],
+            "mtime": doc["mtime"],
+        }
+        return Subject("document", doc["id"], doc["status"], callbacks, shown=shown)
+
+    def _callback(self, mtime: int, sealed: bool, doc: dict[str, Any]) -> Callback:
+        names = V1_FIELDS if self.v1 else V2_FIELDS
+        values = (doc["id"], "true" if sealed else "false", _compact(doc))
+        body = urlencode(dict(zip(names, values, strict=True))).encode()
+        position = (doc["object_version"], mtime)
+        return Callback(
+            "document", doc["id"], doc["status"], doc["mtime"], position, body, FORM_TYPE
+        )
+
+
+@dataclass
+class Story:
+    """One instance being told: its Flow events so far, and the twists it took."""
+
+    iid: str
+    users: list[str]
+    papers: list[Paper]
+    notes: list[str]
+    events: list[Event] = field(default_factory=list)
+    illegal: set[int] = field(default_factory=set)  # times of events a tracker must refuse
+
+    def add(self, event: Event, *, illegal: bool = False) -> None:
+        self.events.append(event)
+        if illegal:
+            self.illegal.add(event[0])
+
+
+class Stories(Draw):
+    """Flow instances with their documents, each given an ending drawn from `ENDINGS`."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(f"scenario {seed}")
+        self.document_ids: set[str] = set()
+
+    def instance(self, ending: str) -> list[Subject]:
+        """One instance and its documents, from creation to `ending`."""
+        r, iid = self.rng, self.uuid()
+        t = START + r.randrange(4 * 24 * 60) * MIN
+        users = r.sample(USERS, r.randint(1, 3))
+        papers = [self._paper(t, len(users)) for _ in range(r.choice((1, 1, 2, 3)))]
+        story = Story(iid, users, papers, [ending])
+        t = self.step(t, 1, 30)
+        for paper in papers:
+            if r.random() < 0.2:
+                paper.send(t, "awaiting_start")
+            paper.send(t, "pending")
+        if r.random() < 0.6:
+            t = self.step(t, 0, 2)
+            story.add(self.flow_event(t, iid, "custom", callback_name=STAGES[0]))
+        signers = len(users) if ending == "completed" else r.randrange(len(users))
+        if ending == "max_failures":
+            t = self._locked_out(story, t)
+            ending, signers = r.choice(("failed", "timed_out", "in_progress")), 0
+            story.notes.append(ending)
+        for i, user in enumerate(users[:signers]):
+            t = self.step(self._authenticate(story, t, user), 1, 20)
+            for paper in papers:
+                paper.sign(t, i, last=i == len(users) - 1)
+            if r.random() < 0.5:
+                t = self.step(t, 1, 30)
+                stage = r.choice(STAGES[1:])
+                story.add(self.flow_event(t, iid, "custom", callback_name=stage))
+        self._end(story, ending, t, signers)
+        if not story.events:  # someone opened the flow: an instance is known by its callbacks
+            self._authenticate(story, t, users[0])
+        state = STATE_OF.get(ending, ending)
+        flow = Subject("flow", iid, state, self._flow(story), tuple(story.notes))
+        return [flow, *(p.subject(self._merged(len(p.snapshots))) for p in papers)]
+
+    def _end(self, story: Story, ending: str, t: int, signers: int) -> None:
+        r, iid, papers = self.rng, story.iid, story.papers
+        if ending == "completed":
+            self._complete(story, t)
+        elif ending == "flow_rejected":
+            self._reject(story, t, signers)
+        elif ending == "cancelled":
+            t = self.step(t, 30, 3000)
+            for paper in papers:
+                paper.send(t, "canceled")
+            story.add(self.flow_event(self.step(t, 0, 0.1), iid, "cancelled"))
+        elif ending == "timed_out":
+            for paper in papers:
+                paper.send(paper.deadline + r.randrange(5, 300) * NS, "timedout")
+            deadline = max(paper.deadline for paper in papers)
+            story.add(self.flow_event(self.step(deadline, 5, 60), iid, "timed_out"))
+        elif ending == "failed":
+            story.add(self.flow_event(self.step(t, 10, 600), iid, "failed"))
+        elif ending == "in_progress" and r.random() < 0.3:  # a document timed out; prolonged
+            paper = papers[0]
+            t = paper.send(paper.deadline + r.randrange(5, 300) * NS, "timedout")
+            paper.send(self.step(t, 60, 2000), "pending", bump=False)
+            story.notes.append("prolonged")
+
+    def _complete(self, story: Story, t: int) -> None:
+        r, iid = self.rng, story.iid
+        for paper in story.papers:  # the last signature closed each; sealing follows
+            t = self.step(t, 0.5, 5)
+            if r.random() < 0.15:
+                paper.send(t, "document_error", bump=False)
+                t = self.step(t, 10, 120)
+                story.notes.append("seal error")
+            paper.send(t, "closed", bump=False, sealed=True)
+        t = self.step(t, 1, 10)
+        for _ in story.papers:  # Scrive sends one `completed` per document
+            story.add(self.flow_event(t, iid, "completed"))
+            t = self.step(t, 0, 0.05)
+        if r.random() < 0.08:  # the author's cancel raced the completion: illegal
+            story.add(self.flow_event(self.step(t, 1, 3), iid, "cancelled"), illegal=True)
+            story.notes.append("race")
+        if r.random() < 0.25:  # a participant opens the archived documents later
+            t = self.step(t, 60, 2000)
+            story.add(self.auth(t, iid, r.choice(story.users), "se_bank_id", True))
+            story.notes.append("archived view")
+        if r.random() < 0.2:
+            paper = r.choice(story.papers)
+            paper.send(paper.mtime + r.randrange(15, 31) * DAY, "closed", bump=False, sealed=True)
+            story.notes.append("seal extended")
+
+    def _reject(self, story: Story, t: int, party: int) -> None:
+        r, papers, user = self.rng, story.papers, story.users[party]
+        t = self.step(self._authenticate(story, t, user), 1, 30)
+        reason = r.choice(REASONS)
+        single = len(papers) > 1 or r.random() < 0.5  # one document, not the whole flow
+        target = r.choice(papers)
+        for paper in papers:
+            if paper is target or not single:
+                paper.reject(t, party, reason)
+            else:  # rejecting one document cancels the others
+                paper.send(t, "canceled")
+        extra: dict[str, Any] = {"user_name": user}
+        if r.random() < 0.7:
+            extra["message"] = reason
+        if single:
+            extra["document_name"] = target.json["title"]
+        story.add(self.flow_event(self.step(t, 0, 0.1), story.iid, "flow_rejected", **extra))
+
+    def _authenticate(self, story: Story, t: int, user: str) -> int:
+        r = self.rng
+        t = self.step(t, 5, 240)
+        provider = r.choice(PROVIDERS)
+        for _ in range(r.choice([0, 0, 0, 1, 2])):
+            story.add(self.auth(t, story.iid, user, provider, False))
+            t = self.step(t, 0.5, 10)
+        story.add(self.auth(t, story.iid, user, provider, True))
+        return t
+
+    def _locked_out(self, story: Story, t: int) -> int:
+        user, provider = story.users[0], self.rng.choice(PROVIDERS)
+        for _ in range(3):
+            t = self.step(t, 0.5, 5)
+            story.add(self.auth(t, story.iid, user, provider, False))
+        t = self.step(t, 0, 0.1)
+        exceeded = {"user_name": user, "provider": provider}
+        story.add(self.flow_event(t, story.iid, "authentication_max_failures_exceeded", **exceeded))
+        return t
+
+    def _paper(self, t: int, people: int) -> Paper:
+        did = ""
+        while not did or did in self.document_ids:
+            did = str(self.rng.randrange(9_221_714_692_413_000_000, 9_221_714_692_414_000_000))
+        self.document_ids.add(did)
+        return Paper(self, did, t, people)
+
+    def _merged(self, count: int) -> list[bool]:
+        """Which snapshots are sent: a queued one is replaced by a newer one, now and then."""
+        return [self.rng.random() >= 0.1 for _ in range(count - 1)] + [True]
+
+    def _flow(self, story: Story) -> tuple[Callback, ...]:
+        callbacks = []
+        for t, body in sorted(story.events, key=lambda event: event[0]):
+            if self.rng.random() < 0.2:  # Scrive's own samples also have ten digits
+                body["event_created"] = f"{body['event_created'][:-1]}{self.rng.randrange(10)}Z"
+            outcome = "illegal" if t in story.illegal else "applied"
+            text, data = body["event_created"], _compact(body).encode()
+            callbacks.append(
+                Callback("flow", story.iid, body["type"], text, (t, 0), data, JSON_TYPE, outcome)
+            )
+        return tuple(callbacks)
+
+
+def scenario(seed: int, instances: int) -> list[Subject]:
+    """`instances` flow instances, each followed by its documents; the same for a seed."""
+    stories = Stories(seed)
+    endings = [ENDINGS[i % len(ENDINGS)] for i in range(instances)]
+    stories.rng.shuffle(endings)
+    return [subject for ending in endings for subject in stories.instance(ending)]
+
+
+def _compact(value: dict[str, Any]) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,64 @@
+"""Prometheus over HTTP: `GET /metrics`, and the middleware that times every request."""
+
+from __future__ import annotations
+
+from time import perf_counter
+
+from prometheus_client import Histogram, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .auth import require_read_token
+from .runtime import runtime
+
+# The classic text format: what every Prometheus version reads.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+async def metrics(request: Request) -> Response:
+    """The app's registry in Prometheus text format; needs the read token when one is set."""
+    run = runtime(request)
+    require_read_token(request, run.settings.read_token)
+    body = await run_in_threadpool(generate_latest, run.registry)
+    return Response(body, media_type=CONTENT_TYPE)
+
+
+class RequestTimer:
+    """Pure ASGI middleware: observes the duration of each HTTP request in `histogram`,
+    labelled by route template (never the raw path), method and status class."""
+
+    def __init__(self, app: ASGIApp, histogram: Histogram) -> None:
+        self.app = app
+        self.histogram = histogram
+        self._series: dict[tuple[str, str, int], Histogram] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = perf_counter()
+        status = 500  # unless a response starts: an exception became the 500 outside us
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            self._series_of(scope, status).observe(perf_counter() - started)
+
+    def _series_of(self, scope: Scope, status: int) -> Histogram:
+        # The router leaves the matched route in the scope; no route: no path matched.
+        route = getattr(scope.get("route"), "path", "unmatched")
+        method = scope["method"] if scope["method"] in _METHODS else "other"
+        key = (route, method, status // 100)
+        series = self._series.get(key)
+        if series is None:  # labels() validates and locks: once per series, not per request
+            series = self._series[key] = self.histogram.labels(route, method, f"{key[2]}xx")
+        return series

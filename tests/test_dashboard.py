@@ -1,0 +1,327 @@
+"""The dashboard's pages in process: what each shows, escaping, search, paging, sign-in."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from flowtracker.settings import Settings
+from flowtracker.web import create_app
+from flowtracker.web.auth import SESSION_COOKIE, session_value
+from tests.conftest import DOCUMENT, INSTANCE, document_form, flow
+
+JSON = {"content-type": "application/json"}
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+OTHER = "00000000-0000-4000-8000-000000000001"
+READ_TOKEN = "read-secret-4711"
+
+
+class Elements(HTMLParser):
+    """Every start tag of a page with its attributes (enough to find `data-*` markers)."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, {name: value or "" for name, value in attrs}))
+
+    def having(self, attribute: str) -> list[dict[str, str]]:
+        return [attrs for _, attrs in self.tags if attribute in attrs]
+
+    def links(self) -> list[str]:
+        return [attrs[name] for _, attrs in self.tags for name in ("href", "src") if name in attrs]
+
+
+def counts(html: str) -> dict[str, int]:
+    """The overview's numbers, by their `data-count` name."""
+    return {
+        name: int(value.replace(",", ""))
+        for name, value in re.findall(r'data-count="([^"]+)">([\d,]+)<', html)
+    }
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(db_path=str(tmp_path / "ui.db")))) as client:
+        yield client
+
+
+@pytest.fixture
+def signed(tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(db_path=str(tmp_path / "ui.db"), read_token=READ_TOKEN)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def post_flow(client: TestClient, body: bytes) -> dict[str, Any]:
+    response = client.post("/callbacks/flow", content=body, headers=JSON)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def test_the_overview_counts_what_status_counts(client: TestClient) -> None:
+    post_flow(client, flow("authentication_attempted", 1))
+    post_flow(client, flow("completed", 5))
+    post_flow(client, flow("completed", 5))  # a duplicate
+    post_flow(client, flow("custom", 3))  # late
+    post_flow(client, flow("cancelled", 9))  # illegal after completed
+    post_flow(client, flow("custom", 1, instance=OTHER))
+    client.post("/callbacks/flow", content=b"{", headers=JSON)  # quarantined
+    page = client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert counts(page.text) == {
+        "in_progress": 1,
+        "completed": 1,
+        "failed": 0,
+        "cancelled": 0,
+        "rejected": 0,
+        "timed_out": 0,
+        "preparation": 0,
+        "awaiting_start": 0,
+        "pending": 0,
+        "closed": 0,
+        "canceled": 0,
+        "timedout": 0,
+        "document_error": 0,
+        "applied": 4,
+        "illegal": 1,
+        "ignored": 0,
+        "duplicate": 1,
+        "out_of_order": 1,
+        "quarantined": 1,
+    }
+    assert "6 in all · peak 6/min" in page.text  # the sparkline counts every delivery
+    anomalies = page.text[page.text.index('id="anomalies"') :]
+    assert "instance already completed" in anomalies
+    assert "invalid_json" in anomalies
+
+
+def test_the_overview_lists_stuck_instances_quietest_first(tmp_path: Path) -> None:
+    settings = Settings(db_path=str(tmp_path / "ui.db"), stuck_age_seconds=1)
+    third = "00000000-0000-4000-8000-000000000003"
+    with TestClient(create_app(settings)) as client:
+        post_flow(client, flow("custom", 1, instance=OTHER))
+        post_flow(client, flow("custom", 1))
+        post_flow(client, flow("custom", 1, instance=third))
+        post_flow(client, flow("completed", 2, instance=third))
+        time.sleep(1.1)  # the stuck age is one second; received_at is the wall clock
+        page = client.get("/").text
+    stuck = page[page.index('id="stuck"') : page.index('id="anomalies"')]
+    listed = [
+        a["title"]
+        for a in Elements(stuck).having("title")
+        if a["title"] in (OTHER, INSTANCE, third)
+    ]
+    assert listed == [OTHER, INSTANCE]
+
+
+def test_the_instance_page_draws_the_lifecycle_and_the_timeline_in_event_order(
+    client: TestClient,
+) -> None:
+    post_flow(client, flow("completed", 10))
+    post_flow(client, flow("authentication_attempted", 2))  # late
+    post_flow(client, flow("custom", 5))  # late
+    post_flow(client, flow("custom", 5))  # duplicate
+    post_flow(client, flow("timed_out", 12))  # illegal
+    page = client.get(f"/ui/instances/{INSTANCE}")
+    assert page.status_code == 200
+    elements = Elements(page.text)
+    current = [n for n in elements.having("data-state") if "current" in n["class"].split()]
+    assert [n["data-state"] for n in current] == ["completed"]
+    assert {n["data-state"] for n in elements.having("data-state")} == {
+        "in_progress",
+        "completed",
+        "failed",
+        "cancelled",
+        "rejected",
+        "timed_out",
+    }
+    timeline = [(e["data-type"], e["data-outcome"], "late" in e["class"].split())
+                for e in elements.having("data-outcome")]  # fmt: skip
+    assert timeline == [
+        ("authentication_attempted", "applied", True),
+        ("custom", "applied", True),
+        ("completed", "applied", False),
+        ("timed_out", "illegal", False),
+    ]
+    assert "instance already completed" in page.text
+    assert "2 deliveries" in page.text
+    assert "Recorded without a change of state" in page.text
+
+
+def test_the_document_page_shows_snapshots_and_the_document_lifecycle(
+    client: TestClient,
+) -> None:
+    for status, version in (("pending", 2), ("closed", 4), ("preparation", 1)):
+        response = client.post(
+            "/callbacks/document", content=document_form(status, version, version), headers=FORM
+        )
+        assert response.status_code == 200
+    page = client.get(f"/ui/documents/{DOCUMENT}")
+    assert page.status_code == 200
+    elements = Elements(page.text)
+    current = [n["data-state"] for n in elements.having("data-state") if "current" in n["class"]]
+    assert current == ["closed"]
+    assert [e["data-type"] for e in elements.having("data-outcome")] == [
+        "preparation",
+        "pending",
+        "closed",
+    ]
+    assert "Lease agreement" in page.text
+
+
+def test_everything_from_a_payload_is_escaped(client: TestClient) -> None:
+    hostile = "<script>alert('x')</script>"
+    post_flow(client, flow("custom", 1, callback_name=hostile))
+    client.post(
+        "/callbacks/document",
+        content=document_form("pending", 1, title=hostile),
+        headers=FORM,
+    )
+    client.post("/callbacks/flow", content=hostile.encode(), headers=JSON)
+    pages = [
+        "/",
+        f"/ui/instances/{INSTANCE}",
+        f"/ui/documents/{DOCUMENT}",
+        "/ui/documents",
+        "/ui/quarantine",
+        f"/ui/instances?q={hostile}",
+    ]
+    for path in pages:
+        html = client.get(path).text
+        assert "<script>alert" not in html, path
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in client.get("/ui/quarantine").text
+
+
+def test_every_asset_is_served_by_flowtracker(client: TestClient) -> None:
+    post_flow(client, flow("custom", 1))
+    for path in ("/", "/ui/instances", f"/ui/instances/{INSTANCE}", "/ui/quarantine"):
+        links = Elements(client.get(path).text).links()
+        assert links
+        assert all(link.startswith(("/", "?", "#")) and not link.startswith("//")
+                   for link in links), links  # fmt: skip
+    for asset, kind in (
+        ("dashboard.css", "text/css"),
+        ("dashboard.js", "text/javascript"),
+        ("favicon.svg", "image/svg+xml"),
+    ):
+        response = client.get(f"/ui/static/{asset}")
+        assert (response.status_code, response.headers["content-type"].split(";")[0]) == (
+            200,
+            kind,
+        )
+
+
+def test_search_by_id_prefix_and_an_exact_id_opens_the_instance(client: TestClient) -> None:
+    ids = [
+        f"{prefix}-0000-4000-8000-000000000000" for prefix in ("aaaa0001", "aaaa0002", "bbbb0001")
+    ]
+    for instance in ids:
+        post_flow(client, flow("custom", 1, instance=instance))
+    found = Elements(client.get("/ui/instances?q=AAAA").text).having("title")
+    assert sorted({a["title"] for a in found if a["title"] in ids}) == ids[:2]
+    exact = client.get(f"/ui/instances?q={ids[2]}", follow_redirects=False)
+    assert (exact.status_code, exact.headers["location"]) == (303, f"/ui/instances/{ids[2]}")
+    assert "Nothing matches “zzz”" in client.get("/ui/instances?q=zzz").text
+
+
+def test_lists_filter_by_state_and_page_through_everything(client: TestClient) -> None:
+    ids = [f"{n:08x}-0000-4000-8000-000000000000" for n in range(7)]
+    for number, instance in enumerate(ids):
+        post_flow(client, flow("completed" if number % 2 else "custom", 1, instance=instance))
+    seen: list[str] = []
+    url = "/ui/instances?limit=3&state=completed"
+    while url:
+        html = client.get(url).text
+        seen += [a["title"] for a in Elements(html).having("title") if a["title"] in ids]
+        following = [a["href"] for a in Elements(html).having("rel") if a["rel"] == "next"]
+        url = "/ui/instances" + following[0].replace("&amp;", "&") if following else ""
+    assert seen == ids[1::2]
+
+
+def test_a_bad_filter_is_an_html_page_naming_the_field(client: TestClient) -> None:
+    page = client.get("/ui/instances?state=done")
+    assert page.status_code == 422
+    assert "<code>state</code>: must be one of in_progress" in page.text
+    missing = client.get("/ui/documents/12345")
+    assert missing.status_code == 404
+    assert "no document &#39;12345&#39;" in missing.text
+
+
+def test_the_pulse_changes_when_a_callback_is_taken(client: TestClient) -> None:
+    before = client.get("/ui/pulse").json()["pulse"]
+    assert client.get("/ui/pulse").json()["pulse"] == before
+    post_flow(client, flow("custom", 1))
+    after = client.get("/ui/pulse")
+    assert after.json()["pulse"] != before
+    assert after.headers["cache-control"] == "no-store"
+    client.post("/callbacks/flow", content=b"{", headers=JSON)
+    assert client.get("/ui/pulse").json()["pulse"] != after.json()["pulse"]
+
+
+def test_with_a_read_token_every_page_asks_to_sign_in(signed: TestClient) -> None:
+    for path in ("/", "/ui/instances?state=completed", f"/ui/instances/{INSTANCE}"):
+        response = signed.get(path, follow_redirects=False)
+        assert response.status_code == 303
+        assert response.headers["location"].startswith("/ui/login?next=%2F")
+    assert signed.get("/ui/pulse").status_code == 401
+    assert signed.get("/ui/login").status_code == 200
+
+
+def test_signing_in_sets_a_cookie_that_is_not_the_token(signed: TestClient) -> None:
+    wrong = signed.post("/ui/login", content=b"token=nope&next=%2Fui%2Fquarantine", headers=FORM)
+    assert wrong.status_code == 401
+    assert "That is not the read token." in wrong.text
+    assert SESSION_COOKIE not in wrong.cookies
+    right = signed.post(
+        "/ui/login",
+        content=f"token={READ_TOKEN}&next=%2Fui%2Fquarantine".encode(),
+        headers=FORM,
+        follow_redirects=False,
+    )
+    assert (right.status_code, right.headers["location"]) == (303, "/ui/quarantine")
+    cookie = right.headers["set-cookie"]
+    assert cookie.startswith(f"{SESSION_COOKIE}={session_value(READ_TOKEN)};")
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie
+    assert READ_TOKEN not in cookie
+    assert signed.get("/", follow_redirects=False).status_code == 200
+    assert signed.get("/ui/pulse").status_code == 200
+    out = signed.post("/ui/logout", follow_redirects=False)
+    assert out.headers["location"] == "/ui/login"
+    assert signed.get("/", follow_redirects=False).status_code == 303
+
+
+def test_the_bearer_token_opens_the_dashboard_too(signed: TestClient) -> None:
+    bearer = {"authorization": f"Bearer {READ_TOKEN}"}
+    assert signed.get("/", headers=bearer, follow_redirects=False).status_code == 200
+    wrong = {"authorization": "Bearer nope"}
+    assert signed.get("/", headers=wrong, follow_redirects=False).status_code == 303
+
+
+@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil", ""])
+def test_signing_in_never_redirects_off_the_site(signed: TestClient, target: str) -> None:
+    response = signed.post(
+        "/ui/login",
+        content=f"token={READ_TOKEN}&next={target}".encode(),
+        headers=FORM,
+        follow_redirects=False,
+    )
+    assert (response.status_code, response.headers["location"]) == (303, "/")
+
+
+def test_without_a_read_token_there_is_no_sign_in(client: TestClient) -> None:
+    response = client.get("/ui/login?next=/ui/quarantine", follow_redirects=False)
+    assert (response.status_code, response.headers["location"]) == (303, "/ui/quarantine")
+    assert "Sign out" not in client.get("/").text
