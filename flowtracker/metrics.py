@@ -25,9 +25,9 @@ Family = CounterMetricFamily | GaugeMetricFamily
 _FAMILIES: dict[str, tuple[type[Family], str, list[str]]] = {
     "flowtracker_callbacks": (
         CounterMetricFamily,
-        "Callbacks received, by kind and outcome: each stored one by its current outcome "
-        "(a late event can turn applied ones illegal), duplicate = repeated deliveries. "
-        "From the database: the same in every worker.",
+        "Callbacks received, by kind and the outcome each delivery got when it arrived "
+        "(duplicate: a repeated delivery; /status shows the current outcomes, which a late "
+        "event can change). From the database: the same in every worker.",
         ["kind", "outcome"],
     ),
     "flowtracker_out_of_order": (
@@ -35,9 +35,14 @@ _FAMILIES: dict[str, tuple[type[Family], str, list[str]]] = {
         "Callbacks that arrived after a later one of the same subject.",
         ["kind"],
     ),
-    "flowtracker_quarantined_requests": (
+    "flowtracker_quarantined": (
+        CounterMetricFamily,
+        "Malformed requests refused and quarantined (every delivery of a body counts).",
+        [],
+    ),
+    "flowtracker_quarantined_bodies": (
         GaugeMetricFamily,
-        "Malformed requests kept in the quarantine (each distinct body once).",
+        "Distinct malformed bodies kept in the quarantine.",
         [],
     ),
     "flowtracker_instances": (GaugeMetricFamily, "Flow instances per state.", ["state"]),
@@ -90,7 +95,8 @@ class StoreCollector(Collector):
                 for outcome, n in outcomes.items()
             ],
             "flowtracker_out_of_order": [([k], n) for k, n in counts["out_of_order"].items()],
-            "flowtracker_quarantined_requests": [([], counts["quarantined"])],
+            "flowtracker_quarantined": [([], counts["quarantined_requests"])],
+            "flowtracker_quarantined_bodies": [([], counts["quarantined"])],
             "flowtracker_instances": [([s], n) for s, n in counts["instances"].items()],
             "flowtracker_documents": [([s], n) for s, n in counts["documents"].items()],
             "flowtracker_stuck_instances": [([], counts["stuck"])],

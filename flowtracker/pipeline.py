@@ -61,7 +61,7 @@ class Pipeline:
         with self.store.transaction() as tx:
             batch = _Batch(tx, format_ns(self.clock()), callbacks)
             receipts = [batch.take(callback) for callback in callbacks]
-            batch.write()
+            batch.write(receipts)
         return receipts
 
     def rebuild(self, page: int = 500) -> dict[str, int]:
@@ -132,8 +132,10 @@ class _Batch:
             verdict.outcome, entry.out_of_order, verdict.reason, kind, subject.id, subject.state
         )
 
-    def write(self) -> None:
-        deltas: Counter[str] = Counter()
+    def write(self, receipts: Sequence[Receipt]) -> None:
+        # The outcome each delivery got when it arrived: a late event may change the stored
+        # outcomes, but these only grow (Prometheus counters).
+        deltas: Counter[str] = Counter(f"arrived.{r.kind}.{r.outcome}" for r in receipts)
         for kind in LIFECYCLES:
             touched = list(self.touched[kind].values())
             fresh = [entry for s in touched for entry in s.fresh]

@@ -120,7 +120,8 @@ def m001_initial(db: Database) -> None:
 # Totals for /status, kept up to date in the ingest transactions: at millions of events a
 # COUNT(*) per request is too slow. `recount` rebuilds them from the tables.
 RECOUNT = (
-    "DELETE FROM counters",
+    # The outcomes deliveries got on arrival cannot be recomputed: they are kept.
+    "DELETE FROM counters WHERE name NOT GLOB 'arrived.*'",
     *(
         statement
         for kind, events, subjects in (
@@ -139,6 +140,7 @@ RECOUNT = (
         )
     ),
     "INSERT INTO counters SELECT 'quarantine.rows', COUNT(*) FROM quarantine",
+    "INSERT INTO counters SELECT 'quarantine.requests', COALESCE(SUM(count), 0) FROM quarantine",
 )
 
 
@@ -177,4 +179,18 @@ def m005_received_per_minute(db: Database) -> None:
     # Kept for a day; it starts empty, older events are not counted back.
     db.table("received_per_minute").create(
         {"minute": str, "callbacks": int}, pk="minute", not_null={"callbacks"}
+    )
+
+
+@migrations()
+def m006_arrival_counters(db: Database) -> None:
+    # Counters that only grow, for /metrics: deliveries by the outcome they got on arrival,
+    # and quarantined requests. A database from before starts them from today's outcomes.
+    db.execute(
+        "INSERT OR REPLACE INTO counters SELECT 'arrived.' || replace(name, '.outcome.', '.'), "
+        "value FROM counters WHERE name GLOB '*.outcome.*' OR name GLOB '*.duplicate'"
+    )
+    db.execute(
+        "INSERT OR REPLACE INTO counters SELECT 'quarantine.requests', "
+        "COALESCE(SUM(count), 0) FROM quarantine"
     )

@@ -70,7 +70,8 @@ class SQLiteStore:
                     "first_seen, last_seen, count) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
                     (digest, item.body, item.content_type, error, item.source, at, at),
                 )
-                SQLiteTransaction(conn).bump({"quarantine.rows": 1})
+            counted = {"quarantine.requests": 1, "quarantine.rows": int(seen.rowcount == 0)}
+            SQLiteTransaction(conn).bump(counted)
 
     def subject_ids(self, kind: Kind, after: str, limit: int) -> list[str]:
         sql = f"SELECT id FROM {SUBJECTS[kind]} WHERE id > ? ORDER BY id LIMIT ?"
@@ -137,6 +138,7 @@ class SQLiteStore:
             "outcomes": {**outcomes, "duplicate": _total(counters, "duplicate")},
             "out_of_order": _total(counters, "out_of_order"),
             "quarantined": counters.get("quarantine.rows", 0),
+            "quarantined_requests": counters.get("quarantine.requests", 0),
             "instances": _prefixed(counters, "flow.state."),
             "documents": _prefixed(counters, "document.state."),
             "stuck": stuck,
@@ -298,8 +300,12 @@ def _total(counters: dict[str, int], name: str) -> int:
 
 
 def _by_kind(counters: dict[str, int], kind: str) -> dict[str, int]:
-    names = ("outcome.applied", "outcome.illegal", "outcome.ignored", "duplicate", "out_of_order")
-    return {name.rpartition(".")[2]: counters.get(f"{kind}.{name}", 0) for name in names}
+    """Deliveries of one kind by the outcome they got on arrival, and out of order."""
+    arrived = {
+        outcome: counters.get(f"arrived.{kind}.{outcome}", 0)
+        for outcome in ("applied", "illegal", "ignored", "duplicate")
+    }
+    return {**arrived, "out_of_order": counters.get(f"{kind}.out_of_order", 0)}
 
 
 def _prefixed(counters: dict[str, int], prefix: str) -> dict[str, int]:

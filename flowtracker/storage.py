@@ -99,7 +99,8 @@ class Store(Protocol):
 
     def summary(self, stuck_before: str) -> dict[str, Any]:
         """Counts per outcome and per state, out of order, quarantined, stuck, last receipt;
-        `by_kind` has the outcomes (duplicate included) and out of order of each kind."""
+        `by_kind` has, per kind, deliveries by the outcome they got on arrival (these
+        only grow) and out of order; `quarantined_requests` counts every delivery."""
 
     def quarantined(self, before: tuple[str, str] | None, limit: int) -> list[dict[str, Any]]:
         """Quarantine rows, newest first, keyset-paginated on (last_seen, body_hash)."""

@@ -121,6 +121,7 @@ def counts(store: Store, now_ns: int, *, stuck_age_ns: int) -> dict[str, Any]:
     return {
         "callbacks": {kind: {name: n[name] for name in _OUTCOMES} for kind, n in by_kind.items()},
         "out_of_order": {kind: n["out_of_order"] for kind, n in by_kind.items()},
+        "quarantined_requests": summary["quarantined_requests"],
         **_holdings(summary),
     }
 

@@ -146,8 +146,7 @@ def test_a_new_callback_appears_without_a_reload(server: Server, page: Any) -> N
         flow("custom", 20, instance="00000000-0000-4000-8000-00000000000c"),
     ).is_success
     page.wait_for_function(
-        "n => Number(document.querySelector('#callbacks [data-count=applied]').textContent)"
-        " > n",
+        "n => Number(document.querySelector('#callbacks [data-count=applied]').textContent) > n",
         arg=old,
         timeout=WAIT_MS,
     )

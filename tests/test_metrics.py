@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from flowtracker.pipeline import Pipeline
 from flowtracker.settings import Settings
+from flowtracker.sqlite_store import SQLiteStore
 from flowtracker.timestamps import parse_timestamp
 from flowtracker.web import create_app
 from tests.conftest import DOCUMENT, INSTANCE, document_form, flow
@@ -26,7 +29,7 @@ FLOW, DOC = "/callbacks/flow", "/callbacks/document"
 DELIVERIES = [
     (FLOW, flow("completed", 1), JSON),  # applied
     (FLOW, flow("completed", 1), JSON),  # duplicate
-    (FLOW, flow("cancelled", 20, OTHER), JSON),  # applied, then illegal after the next
+    (FLOW, flow("cancelled", 20, OTHER), JSON),  # applied; illegal once the next arrives
     (FLOW, flow("completed", 10, OTHER), JSON),  # applied, out of order
     (FLOW, flow("mystery", 5, THIRD), JSON),  # ignored: an unknown type
     (DOC, document_form("closed", 2, 5), FORM),  # applied
@@ -35,9 +38,10 @@ DELIVERIES = [
     (FLOW, b"{", JSON),  # 400, the same body: quarantined once
     (DOC, b"document_id=1", FORM),  # 422, quarantined
 ]
+# By the outcome each delivery got on arrival: the cancelled one counts as applied for ever.
 CALLBACKS = {
-    ("flow", "applied"): 2,
-    ("flow", "illegal"): 1,
+    ("flow", "applied"): 3,
+    ("flow", "illegal"): 0,
     ("flow", "ignored"): 1,
     ("flow", "duplicate"): 1,
     ("document", "applied"): 2,
@@ -88,7 +92,8 @@ def database_totals(found: Samples) -> dict[str, object]:
     return {
         "callbacks": values(found, "flowtracker_callbacks_total", "kind", "outcome"),
         "out_of_order": values(found, "flowtracker_out_of_order_total", "kind"),
-        "quarantined": found["flowtracker_quarantined_requests"][()],
+        "quarantined": found["flowtracker_quarantined_total"][()],
+        "quarantined_bodies": found["flowtracker_quarantined_bodies"][()],
         "instances": values(found, "flowtracker_instances", "state"),
         "documents": values(found, "flowtracker_documents", "state"),
         "stuck": found["flowtracker_stuck_instances"][()],
@@ -98,7 +103,8 @@ def database_totals(found: Samples) -> dict[str, object]:
 EXPECTED = {
     "callbacks": CALLBACKS,
     "out_of_order": {("flow",): 1, ("document",): 1},
-    "quarantined": 2,
+    "quarantined": 3,
+    "quarantined_bodies": 2,
     "instances": INSTANCES,
     "documents": DOCUMENTS,
     "stuck": 0,
@@ -128,11 +134,12 @@ def test_the_database_totals_after_known_callbacks(delivered: TestClient) -> Non
 def test_the_totals_are_those_of_status(delivered: TestClient) -> None:
     found = scrape(delivered.get("/metrics").text)
     status = delivered.get("/status").json()
-    per_outcome = {
+    arrived = {
         outcome: sum(n for (_, o), n in CALLBACKS.items() if o == outcome)
         for outcome in ("applied", "illegal", "ignored", "duplicate")
     }
-    assert status["callbacks"] == per_outcome
+    # /status has today's outcomes: the late completed made the cancelled one illegal.
+    assert status["callbacks"] == {**arrived, "applied": arrived["applied"] - 1, "illegal": 1}
     assert (status["out_of_order"], status["quarantined"]) == (2, 2)
     # int / int as the service divides: correctly rounded, where ns / 1e9 may be one ulp off
     last = parse_timestamp(status["last_callback_at"]).ns / 1_000_000_000
@@ -145,6 +152,7 @@ def test_an_empty_database(client: TestClient) -> None:
         "callbacks": dict.fromkeys(CALLBACKS, 0),
         "out_of_order": {("flow",): 0, ("document",): 0},
         "quarantined": 0,
+        "quarantined_bodies": 0,
         "instances": dict.fromkeys(INSTANCES, 0),
         "documents": dict.fromkeys(DOCUMENTS, 0),
         "stuck": 0,
@@ -268,3 +276,37 @@ def test_two_workers_serve_the_same_database_totals(tmp_path: Path) -> None:
             if len(workers) == 2:
                 break
     assert len(workers) == 2, "one worker answered every scrape"
+
+
+def test_a_database_from_before_the_arrival_counters_starts_them_from_its_outcomes(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "old.db"
+    settings = Settings(db_path=str(db))
+    with TestClient(create_app(settings)) as client:
+        for path, body, headers in DELIVERIES:
+            client.post(path, content=body, headers=headers)
+    with sqlite3.connect(db) as conn:  # as it was before migration m006
+        conn.execute("DELETE FROM counters WHERE name GLOB 'arrived.*'")
+        conn.execute("DELETE FROM counters WHERE name = 'quarantine.requests'")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm006_arrival_counters'")
+    with TestClient(create_app(settings)) as client:
+        found = database_totals(scrape(client.get("/metrics").text))
+    # Only today's outcomes were kept: the cancelled one counts as illegal from now on.
+    assert found == {
+        **EXPECTED,
+        "callbacks": {**CALLBACKS, ("flow", "applied"): 2, ("flow", "illegal"): 1},
+    }
+
+
+def test_a_rebuild_keeps_the_counters_that_only_grow(tmp_path: Path) -> None:
+    settings = Settings(db_path=str(tmp_path / "rebuilt.db"))
+    with TestClient(create_app(settings)) as client:
+        for path, body, headers in DELIVERIES:
+            client.post(path, content=body, headers=headers)
+        store = SQLiteStore(settings.db_path)
+        try:
+            Pipeline(store).rebuild()
+        finally:
+            store.close()
+        assert database_totals(scrape(client.get("/metrics").text)) == EXPECTED
