@@ -59,7 +59,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(kind: str, workers: int, directory: Path) -> Iterator[tuple[int, int]]:
+def server(kind: str, workers: int, directory: Path, extra: list[str]) -> Iterator[tuple[int, int]]:
     port = free_port()
     if kind == "bare":
         command = [
@@ -88,6 +88,7 @@ def server(kind: str, workers: int, directory: Path) -> Iterator[tuple[int, int]
             str(port),
             "--db",
             str(directory / f"bench-{port}.db"),
+            *extra,
         ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWTRACKER_")}
     process = subprocess.Popen(
@@ -193,7 +194,13 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--limit", type=int, default=500_000, help="requests per run at most")
     parser.add_argument("--tool", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument(
+        "--service-args",
+        default="",
+        help="more flags for flowtracker serve, e.g. '--no-callback-log'",
+    )
     args = parser.parse_args()
+    extra = args.service_args.split()
     tool = (
         "wrk" if args.tool == "wrk" or (args.tool == "auto" and shutil.which("wrk")) else "python"
     )
@@ -201,6 +208,7 @@ def main() -> None:
     print(
         f"load: {tool}; {len(bodies):,} Flow callbacks cycled (10% duplicates, ~10% late); "
         f"{args.seconds:g} s per run; service durability full"
+        + (f"; service flags: {args.service_args}" if extra else "")
     )
     print(
         f"{'workers':>7} {'conns':>5} | {'bare/s':>8} {'p50':>6} {'p99':>6} {'RSS':>5} | "
@@ -213,7 +221,7 @@ def main() -> None:
             for connections in map(int, args.connections.split(",")):
                 row = {}
                 for kind in ("bare", "service"):
-                    with server(kind, workers, Path(directory)) as (port, pid):
+                    with server(kind, workers, Path(directory), extra) as (port, pid):
                         if tool == "wrk":
                             row[kind] = load_wrk(port, bodies_file, connections, args.seconds)
                         else:
