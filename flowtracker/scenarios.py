@@ -299,7 +299,9 @@ class Stories(Draw):
     def _paper(self, t: int, people: int) -> Paper:
         did = ""
         while not did or did in self.document_ids:
-            did = str(self.rng.randrange(9_221_714_692_413_000_000, 9_221_714_692_414_000_000))
+            # Scrive's ids are 19 digits below 2**63: draw from all of them, so that runs
+            # with different seeds against one tracker do not share documents.
+            did = str(self.rng.randrange(10**18, 2**63))
         self.document_ids.add(did)
         return Paper(self, did, t, people)
 

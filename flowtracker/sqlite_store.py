@@ -146,13 +146,38 @@ class SQLiteStore:
             "by_kind": {kind: _by_kind(counters, kind) for kind in EVENTS},
         }
 
-    def quarantined(self, before: tuple[str, str] | None, limit: int) -> list[Row]:
+    def quarantined(
+        self, before: tuple[str, str] | None, limit: int, body_limit: int | None = None
+    ) -> list[Row]:
         where = "WHERE (last_seen, body_hash) < (?, ?)" if before else ""
+        body = "body" if body_limit is None else f"substr(body, 1, {int(body_limit)}) AS body"
         with self._reading() as read:
             return read(
-                f"SELECT * FROM quarantine {where} ORDER BY last_seen DESC, body_hash DESC LIMIT ?",
+                f"SELECT body_hash, {body}, length(body) AS body_length, content_type, error, "
+                f"source, first_seen, last_seen, count FROM quarantine {where} "
+                "ORDER BY last_seen DESC, body_hash DESC LIMIT ?",
                 (*(before or ()), limit),
             )
+
+    def quarantined_body(self, body_hash: str) -> bytes | None:
+        with self._reading() as read:
+            rows = read("SELECT body FROM quarantine WHERE body_hash = ?", (body_hash,))
+        return bytes(rows[0]["body"]) if rows else None
+
+    def pulse(self, subject: tuple[Kind, str] | None = None) -> str:
+        with self._reading() as read:
+            if subject is None:  # counters that only grow: every delivery moves one
+                return str(read(
+                    "SELECT COALESCE(SUM(value), 0) AS n FROM counters "
+                    "WHERE name GLOB 'arrived.*' OR name = 'quarantine.requests'"
+                )[0]["n"])  # fmt: skip
+            kind, subject_id = subject
+            found = read(
+                f"SELECT COUNT(*) AS n, SUM(deliveries) AS d, MAX(last_delivery_at) AS at "
+                f"FROM {EVENTS[kind]} WHERE {OWNER[kind]} = ?",
+                (subject_id,),
+            )[0]
+        return f"{found['n']}.{found['d'] or 0}.{found['at'] or ''}"
 
     def anomalies(self, limit: int) -> list[Row]:
         with self._reading() as read:

@@ -102,8 +102,18 @@ class Store(Protocol):
         `by_kind` has, per kind, deliveries by the outcome they got on arrival (these
         only grow) and out of order; `quarantined_requests` counts every delivery."""
 
-    def quarantined(self, before: tuple[str, str] | None, limit: int) -> list[dict[str, Any]]:
-        """Quarantine rows, newest first, keyset-paginated on (last_seen, body_hash)."""
+    def quarantined(
+        self, before: tuple[str, str] | None, limit: int, body_limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Quarantine rows, newest first, keyset-paginated on (last_seen, body_hash); the
+        body cut to `body_limit` bytes when given, and `body_length` its whole size."""
+
+    def quarantined_body(self, body_hash: str) -> bytes | None:
+        """One kept body, whole."""
+
+    def pulse(self, subject: tuple[Kind, str] | None = None) -> str:
+        """A token that changes whenever a callback is taken or a request quarantined
+        (None), or when one subject gets a delivery."""
 
     def anomalies(self, limit: int) -> list[dict[str, Any]]:
         """The newest illegal or out-of-order events of both kinds."""

@@ -137,11 +137,16 @@ def _holdings(counts: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def quarantine(store: Store, page: Page) -> dict[str, Any]:
-    """The malformed requests kept, newest first."""
+def quarantine(store: Store, page: Page, body_limit: int | None = None) -> dict[str, Any]:
+    """The malformed requests kept, newest first; with `body_limit`, each body cut to that
+    many bytes and `body_length` added."""
     before = _decode_cursor(page.cursor, 2) if page.cursor else None
-    rows = store.quarantined((before[0], before[1]) if before else None, _limit(page) + 1)
+    at = (before[0], before[1]) if before else None
+    rows = store.quarantined(at, _limit(page) + 1, body_limit)
     items = [quarantined(row) for row in rows[: page.limit]]
+    if body_limit is not None:
+        for item, row in zip(items, rows, strict=False):
+            item["body_length"] = row["body_length"]
     more = len(rows) > page.limit
     last = rows[page.limit - 1] if more else None
     return {
@@ -163,7 +168,9 @@ def quarantined(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def anomalies(store: Store, limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
+def anomalies(
+    store: Store, limit: int = DEFAULT_LIMIT, body_limit: int | None = None
+) -> dict[str, Any]:
     """The newest illegal and out-of-order events, and the newest quarantined requests."""
     events = [
         {
@@ -178,7 +185,7 @@ def anomalies(store: Store, limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
         }
         for row in store.anomalies(limit)
     ]
-    return {"events": events, "quarantine": quarantine(store, Page(limit))["items"]}
+    return {"events": events, "quarantine": quarantine(store, Page(limit), body_limit)["items"]}
 
 
 def _subjects(store: Store, kind: Kind, where: SubjectFilter, page: Page) -> dict[str, Any]:

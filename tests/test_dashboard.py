@@ -8,13 +8,14 @@ from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from starlette.testclient import TestClient
 
 from flowtracker.settings import Settings
 from flowtracker.web import create_app
-from flowtracker.web.auth import SESSION_COOKIE, session_value
+from flowtracker.web.auth import SESSION_COOKIE, SESSION_SECONDS, session_cookie, valid_session
 from tests.conftest import DOCUMENT, INSTANCE, document_form, flow
 
 JSON = {"content-type": "application/json"}
@@ -181,27 +182,39 @@ def test_the_document_page_shows_snapshots_and_the_document_lifecycle(
     assert "Lease agreement" in page.text
 
 
+HOSTILE = "\"'><img src=x onerror=alert(1)><script>alert('x')</script>"
+
+
 def test_everything_from_a_payload_is_escaped(client: TestClient) -> None:
-    hostile = "<script>alert('x')</script>"
-    post_flow(client, flow("custom", 1, callback_name=hostile))
+    post_flow(client, flow("custom", 1, callback_name=HOSTILE))
     client.post(
-        "/callbacks/document",
-        content=document_form("pending", 1, title=hostile),
-        headers=FORM,
+        "/callbacks/document", content=document_form("pending", 1, title=HOSTILE), headers=FORM
     )
-    client.post("/callbacks/flow", content=hostile.encode(), headers=JSON)
+    client.post("/callbacks/flow", content=HOSTILE.encode(), headers=JSON)
     pages = [
         "/",
         f"/ui/instances/{INSTANCE}",
         f"/ui/documents/{DOCUMENT}",
         "/ui/documents",
         "/ui/quarantine",
-        f"/ui/instances?q={hostile}",
+        f"/ui/instances?q={quote(HOSTILE)}",
+        f"/ui/documents?q={quote(HOSTILE)}",
     ]
     for path in pages:
-        html = client.get(path).text
-        assert "<script>alert" not in html, path
+        elements = Elements(client.get(path).text)
+        assert not [tag for tag, _ in elements.tags if tag == "img"], path
+        assert not [a for _, a in elements.tags if any(n.startswith("on") for n in a)], path
+        scripts = [a.get("src") for tag, a in elements.tags if tag == "script"]
+        assert scripts == ["/ui/static/dashboard.js"], path
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in client.get("/ui/quarantine").text
+
+
+def test_pages_carry_a_content_security_policy_and_are_not_cached(client: TestClient) -> None:
+    for path in ("/", "/ui/instances", "/ui/quarantine", "/ui/instances/nope", "/ui/nope"):
+        headers = client.get(path).headers
+        assert headers["content-security-policy"].startswith("default-src 'self'"), path
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["cache-control"] == "no-store"
 
 
 def test_every_asset_is_served_by_flowtracker(client: TestClient) -> None:
@@ -240,14 +253,14 @@ def test_lists_filter_by_state_and_page_through_everything(client: TestClient) -
     ids = [f"{n:08x}-0000-4000-8000-000000000000" for n in range(7)]
     for number, instance in enumerate(ids):
         post_flow(client, flow("completed" if number % 2 else "custom", 1, instance=instance))
-    seen: list[str] = []
-    url = "/ui/instances?limit=3&state=completed"
+    pages: list[list[str]] = []
+    url = "/ui/instances?limit=2&state=completed"
     while url:
         html = client.get(url).text
-        seen += [a["title"] for a in Elements(html).having("title") if a["title"] in ids]
+        pages.append([a["title"] for a in Elements(html).having("title") if a["title"] in ids])
         following = [a["href"] for a in Elements(html).having("rel") if a["rel"] == "next"]
-        url = "/ui/instances" + following[0].replace("&amp;", "&") if following else ""
-    assert seen == ids[1::2]
+        url = "/ui/instances" + following[0] if following else ""
+    assert pages == [ids[1:4:2], ids[5:6]]  # two a page: the limit is kept
 
 
 def test_a_bad_filter_is_an_html_page_naming_the_field(client: TestClient) -> None:
@@ -259,15 +272,98 @@ def test_a_bad_filter_is_an_html_page_naming_the_field(client: TestClient) -> No
     assert "no document &#39;12345&#39;" in missing.text
 
 
-def test_the_pulse_changes_when_a_callback_is_taken(client: TestClient) -> None:
-    before = client.get("/ui/pulse").json()["pulse"]
-    assert client.get("/ui/pulse").json()["pulse"] == before
+def test_the_pulse_changes_with_every_delivery_and_quarantined_request(
+    client: TestClient,
+) -> None:
+    def pulse(query: str = "") -> str:
+        response = client.get(f"/ui/pulse{query}")
+        assert response.headers["cache-control"] == "no-store"
+        found: str = response.json()["pulse"]
+        return found
+
+    seen = [pulse()]
     post_flow(client, flow("custom", 1))
-    after = client.get("/ui/pulse")
-    assert after.json()["pulse"] != before
-    assert after.headers["cache-control"] == "no-store"
+    seen.append(pulse())
+    post_flow(client, flow("custom", 1))  # a duplicate
+    seen.append(pulse())
+    for _ in range(2):  # the same malformed body twice: counted twice
+        client.post("/callbacks/flow", content=b"{", headers=JSON)
+        seen.append(pulse())
+    assert len(set(seen)) == 5
+    assert pulse() == seen[-1]
+
+
+def test_a_subject_page_watches_its_own_subject_only(client: TestClient) -> None:
+    mine = f"?flow={INSTANCE.upper()}"
+    post_flow(client, flow("custom", 1))
+    before = client.get(f"/ui/pulse{mine}").json()["pulse"]
+    post_flow(client, flow("custom", 1, instance=OTHER))
+    assert client.get(f"/ui/pulse{mine}").json()["pulse"] == before
+    post_flow(client, flow("custom", 1))  # a duplicate delivery to this one
+    assert client.get(f"/ui/pulse{mine}").json()["pulse"] != before
+    page = Elements(client.get(f"/ui/instances/{INSTANCE}").text)
+    assert [a["data-pulse-url"] for a in page.having("data-pulse-url")] == [
+        f"/ui/pulse?flow={INSTANCE}"
+    ]
+
+
+def test_the_overview_pulse_moves_with_the_minute(client: TestClient) -> None:
+    found = client.get("/ui/pulse?minute=1").json()["pulse"]
+    assert re.fullmatch(r"0@\d{4}-\d\d-\d\dT\d\d:\d\d", found)
+
+
+def test_a_document_id_with_a_slash_can_be_read(client: TestClient) -> None:
+    odd = "lease/2025 #1"
+    form = document_form("pending", 1).replace(DOCUMENT.encode(), quote(odd, safe="").encode())
+    assert client.post("/callbacks/document", content=form, headers=FORM).status_code == 200
+    assert client.get(f"/documents/{quote(odd, safe='')}").json()["id"] == odd
+    listed = Elements(client.get("/ui/documents").text).having("title")
+    links = [a["href"] for a in listed if a.get("title") == odd]
+    assert links == ["/ui/documents/lease%2F2025%20%231"]
+    page = client.get(links[0])
+    assert page.status_code == 200
+    assert "lease/2025 #1" in page.text
+
+
+def test_the_quarantine_page_shows_a_preview_and_links_the_whole_body(
+    client: TestClient,
+) -> None:
+    big = b'{"x": "' + b"a" * 10_000 + b"<script>"
+    client.post("/callbacks/flow", content=big, headers=JSON)
+    page = client.get("/ui/quarantine").text
+    assert "10,015 bytes" in page
+    assert "a" * 4_000 in page and "a" * 5_000 not in page
+    links = [a["href"] for a in Elements(page).having("href") if a["href"].endswith("/body")]
+    assert len(links) == 1
+    whole = client.get(links[0])
+    assert (whole.status_code, whole.content) == (200, big)
+    assert whole.headers["content-type"] == "text/plain; charset=utf-8"
+    assert whole.headers["x-content-type-options"] == "nosniff"
+    assert client.get("/ui/quarantine/0000/body").status_code == 404
+
+
+def test_the_overview_shows_anomalies_newest_first_whatever_their_kind(
+    client: TestClient,
+) -> None:
+    post_flow(client, flow("completed", 5))
     client.post("/callbacks/flow", content=b"{", headers=JSON)
-    assert client.get("/ui/pulse").json()["pulse"] != after.json()["pulse"]
+    post_flow(client, flow("cancelled", 9))  # illegal, and the newest
+    html = client.get("/").text
+    anomalies = html[html.index('id="anomalies"') :]
+    assert anomalies.index("instance already completed") < anomalies.index("invalid_json")
+
+
+def test_times_are_shown_in_utc_to_the_millisecond(client: TestClient) -> None:
+    post_flow(client, flow("custom", 1, event_created="2021-03-10T18:00:01.25+02:00"))
+    html = client.get(f"/ui/instances/{INSTANCE}").text
+    assert 'title="2021-03-10T18:00:01.25+02:00">2021-03-10 16:00:01.250</time>' in html
+
+
+def test_an_unknown_dashboard_path_is_an_html_404(client: TestClient) -> None:
+    response = client.get("/ui/nothing/here")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert "no such page: /ui/nothing/here" in response.text
 
 
 def test_with_a_read_token_every_page_asks_to_sign_in(signed: TestClient) -> None:
@@ -275,7 +371,17 @@ def test_with_a_read_token_every_page_asks_to_sign_in(signed: TestClient) -> Non
         response = signed.get(path, follow_redirects=False)
         assert response.status_code == 303
         assert response.headers["location"].startswith("/ui/login?next=%2F")
-    assert signed.get("/ui/pulse").status_code == 401
+    pulse = signed.get("/ui/pulse")
+    assert (pulse.status_code, pulse.json()) == (
+        401,
+        {
+            "error": {
+                "code": "unauthorized",
+                "message": "sign in to the dashboard again",
+                "details": None,
+            }
+        },
+    )
     assert signed.get("/ui/login").status_code == 200
 
 
@@ -292,14 +398,30 @@ def test_signing_in_sets_a_cookie_that_is_not_the_token(signed: TestClient) -> N
     )
     assert (right.status_code, right.headers["location"]) == (303, "/ui/quarantine")
     cookie = right.headers["set-cookie"]
-    assert cookie.startswith(f"{SESSION_COOKIE}={session_value(READ_TOKEN)};")
+    value = cookie.removeprefix(f"{SESSION_COOKIE}=").partition(";")[0]
+    assert valid_session(value, READ_TOKEN, time.time())
+    assert not valid_session(value, "another token", time.time())
+    assert f"Max-Age={SESSION_SECONDS}" in cookie
     assert "HttpOnly" in cookie
-    assert "SameSite=strict" in cookie
+    assert "SameSite=lax" in cookie
     assert READ_TOKEN not in cookie
     assert signed.get("/", follow_redirects=False).status_code == 200
     assert signed.get("/ui/pulse").status_code == 200
+    again = signed.get("/ui/login?next=/ui/documents", follow_redirects=False)
+    assert again.headers["location"] == "/ui/documents"  # signed in already
     out = signed.post("/ui/logout", follow_redirects=False)
     assert out.headers["location"] == "/ui/login"
+    assert signed.get("/", follow_redirects=False).status_code == 303
+
+
+def test_a_session_ends_after_twelve_hours(signed: TestClient) -> None:
+    stale = session_cookie(READ_TOKEN, time.time() - SESSION_SECONDS - 1)
+    fresh = session_cookie(READ_TOKEN, time.time() - SESSION_SECONDS + 60)
+    signed.cookies.set(SESSION_COOKIE, stale)
+    assert signed.get("/", follow_redirects=False).status_code == 303
+    signed.cookies.set(SESSION_COOKIE, fresh)
+    assert signed.get("/", follow_redirects=False).status_code == 200
+    signed.cookies.set(SESSION_COOKIE, "9999999999." + fresh.partition(".")[2])
     assert signed.get("/", follow_redirects=False).status_code == 303
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from starlette.testclient import TestClient
 from flowtracker import __version__
 from flowtracker.settings import Settings
 from flowtracker.web import create_app
+from flowtracker.web.auth import RedactTokens
 from tests.conftest import DOCUMENT, INSTANCE, document_form, flow, sample
 
 JSON = {"content-type": "application/json"}
@@ -486,3 +488,21 @@ def test_a_non_ascii_digit_limit_is_an_invalid_query(client: TestClient) -> None
         422,
         {"limit": "must be a whole number in 1..500 (got '²')"},
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [
+        ("/callbacks/flow?token=s3cret", "/callbacks/flow?token=[redacted]"),
+        ("/callbacks/flow?a=1&%74oken=s3cret", "/callbacks/flow?a=1&%74oken=[redacted]"),
+        ("/callbacks/flow?TOKEN=s3cret&x=2", "/callbacks/flow?TOKEN=[redacted]&x=2"),
+        ("/callbacks/flow?tokens=kept", "/callbacks/flow?tokens=kept"),
+    ],
+)
+def test_the_access_log_never_shows_a_token_however_it_is_spelled(path: str, shown: str) -> None:
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:1", "POST", path, "1.1", 200), None,
+    )  # fmt: skip
+    assert RedactTokens().filter(record)
+    assert record.args == ("127.0.0.1:1", "POST", shown, "1.1", 200)

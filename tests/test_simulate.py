@@ -325,16 +325,16 @@ def without_timing(out: str) -> list[str]:
 
 
 SUMMARY_SEED_1 = [
-    "seed 1: 200 flow instances with 351 documents",
-    "sent 2398 callbacks in 2878 deliveries: 480 duplicates, 719 reordered, 0 retries, 0 dropped",
-    "  flow      completed 190, failed 11, cancelled 22, flow_rejected 20, timed_out 19, "
-    "custom 244, authentication_attempted 485, authentication_max_failures_exceeded 10",
-    "  document  preparation 315, awaiting_start 46, pending 539, closed 383, canceled 33, "
-    "rejected 20, timedout 41, document_error 20",
+    "seed 1: 200 flow instances with 348 documents",
+    "sent 2520 callbacks in 3024 deliveries: 504 duplicates, 756 reordered, 0 retries, 0 dropped",
+    "  flow      completed 184, failed 14, cancelled 24, flow_rejected 20, timed_out 19, "
+    "custom 252, authentication_attempted 536, authentication_max_failures_exceeded 10",
+    "  document  preparation 318, awaiting_start 84, pending 565, closed 370, canceled 38, "
+    "rejected 20, timedout 42, document_error 24",
     "a correct tracker ends with",
-    "  instances in_progress 30, completed 105, failed 11, cancelled 15, rejected 20, timed_out 19",
-    "  documents preparation 0, awaiting_start 0, pending 71, closed 190, canceled 33, "
-    "rejected 20, timedout 37, document_error 0",
+    "  instances in_progress 27, completed 105, failed 14, cancelled 15, rejected 20, timed_out 19",
+    "  documents preparation 0, awaiting_start 0, pending 71, closed 184, canceled 38, "
+    "rejected 20, timedout 35, document_error 0",
 ]
 ARGS_SEED_1 = ["--instances", "200", "--duplicates", "0.2", "--reorder", "0.3", "--seed", "1"]
 
@@ -346,7 +346,7 @@ def test_simulate_check_passes_against_a_fresh_tracker(tmp_path: Path) -> None:
     assert (done.returncode, done.stderr) == (0, "")
     assert without_timing(done.stdout) == [
         *SUMMARY_SEED_1,
-        "check: all 200 instances and 351 documents are as expected "
+        "check: all 200 instances and 348 documents are as expected "
         "(state, history, outcomes, deliveries)",
     ]
 

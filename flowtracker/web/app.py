@@ -29,10 +29,11 @@ from ..metrics import StoreCollector, request_latency
 from ..pipeline import Pipeline
 from ..settings import Settings
 from ..sqlite_store import SQLiteStore
-from . import callbacks, dashboard, metrics, reads
+from . import callbacks, dashboard, metrics, reads, session
 from .auth import RedactTokens
 from .openapi import openapi_document
 from .runtime import Runtime
+from .templating import templates
 
 log = logging.getLogger("flowtracker")
 
@@ -77,7 +78,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/instances", reads.instances, methods=["GET"]),
         Route("/instances/{instance_id}", reads.instance, methods=["GET"]),
         Route("/documents", reads.documents, methods=["GET"]),
-        Route("/documents/{document_id}", reads.document, methods=["GET"]),
+        Route("/documents/{document_id:path}", reads.document, methods=["GET"]),
         Route("/status", reads.status, methods=["GET"]),
         Route("/anomalies", reads.anomalies, methods=["GET"]),
         Route("/quarantine", reads.quarantine, methods=["GET"]),
@@ -98,6 +99,7 @@ def create_app(settings: Settings) -> Starlette:
     )
     # A POST answered with a redirect is a failed delivery for Scrive: say 404 instead.
     app.router.redirect_slashes = False
+    app.state.templates = templates()
     return app
 
 
@@ -109,12 +111,15 @@ def _dashboard_routes() -> list[Route | Mount]:
         Route("/ui/instances", dashboard.instances, methods=["GET"]),
         Route("/ui/instances/{instance_id}", dashboard.instance, methods=["GET"]),
         Route("/ui/documents", dashboard.documents, methods=["GET"]),
-        Route("/ui/documents/{document_id}", dashboard.document, methods=["GET"]),
+        # :path: a document id is the sender's text and may hold a slash
+        Route("/ui/documents/{document_id:path}", dashboard.document, methods=["GET"]),
         Route("/ui/quarantine", dashboard.quarantine, methods=["GET"]),
+        Route("/ui/quarantine/{body_hash}/body", dashboard.quarantined_body, methods=["GET"]),
         Route("/ui/pulse", dashboard.pulse, methods=["GET"]),
-        Route("/ui/login", dashboard.login, methods=["GET", "POST"]),
-        Route("/ui/logout", dashboard.logout, methods=["POST"]),
+        Route("/ui/login", session.login, methods=["GET", "POST"]),
+        Route("/ui/logout", session.logout, methods=["POST"]),
         Mount("/ui/static", static, name="static"),
+        Route("/ui/{rest:path}", dashboard.not_found, methods=["GET"]),
     ]
 
 

@@ -8,12 +8,13 @@ import binascii
 import hmac
 import logging
 import re
+from urllib.parse import unquote_plus
 
 from starlette.requests import HTTPConnection
 
 from ..errors import Unauthorized
 
-_TOKEN_IN_QUERY = re.compile(r"(?<=[?&]token=)[^&\s]*")
+_PARAMETER = re.compile(r"([?&;])([^=&;\s]*)=[^&;\s]*")
 SESSION_COOKIE = "flowtracker_session"
 
 
@@ -36,12 +37,15 @@ def require_read_token(request: HTTPConnection, token: str | None) -> None:
         raise Unauthorized("a valid read token is required (Authorization: Bearer)")
 
 
-def may_read(request: HTTPConnection, token: str | None) -> bool:
-    """For the dashboard: no read token set, the Bearer token, or the session cookie."""
+SESSION_SECONDS = 12 * 3600
+
+
+def may_read(request: HTTPConnection, token: str | None, now: float) -> bool:
+    """For the dashboard: no read token set, the Bearer token, or a live session cookie."""
     if token is None:
         return True
     cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie is not None and _same(cookie, session_value(token)):
+    if cookie is not None and valid_session(cookie, token, now):
         return True
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     return scheme.lower() == "bearer" and _same(value.strip(), token)
@@ -51,10 +55,24 @@ def is_read_token(offered: str, token: str) -> bool:
     return _same(offered, token)
 
 
-def session_value(token: str) -> str:
-    """The cookie the login form sets: derived from the read token, never the token itself,
-    so a new token signs every browser out."""
-    return hmac.new(token.encode("utf-8"), b"flowtracker dashboard session", "sha256").hexdigest()
+def session_cookie(token: str, now: float) -> str:
+    """`issued.signature`: the time of sign-in, signed with the read token (never the token
+    itself). It expires after SESSION_SECONDS, and a new token ends every session."""
+    issued = str(int(now))
+    return f"{issued}.{_signature(token, issued)}"
+
+
+def valid_session(cookie: str, token: str, now: float) -> bool:
+    issued, _, signature = cookie.partition(".")
+    if not (issued.isascii() and issued.isdigit()):
+        return False
+    age = now - int(issued)
+    return -60 <= age < SESSION_SECONDS and _same(signature, _signature(token, issued))
+
+
+def _signature(token: str, issued: str) -> str:
+    message = b"flowtracker dashboard session " + issued.encode()
+    return hmac.new(token.encode("utf-8"), message, "sha256").hexdigest()
 
 
 def _from_authorization(request: HTTPConnection) -> list[str]:
@@ -76,12 +94,20 @@ def _same(offered: str, token: str) -> bool:
 
 
 class RedactTokens(logging.Filter):
-    """Keeps `?token=` values out of uvicorn's access log lines."""
+    """Keeps `?token=` values out of uvicorn's access log lines, however the name is
+    written (`%74oken=` is the same parameter to the query parser)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(
-                _TOKEN_IN_QUERY.sub("[redacted]", arg) if isinstance(arg, str) else arg
+                _PARAMETER.sub(_redacted, arg) if isinstance(arg, str) else arg
                 for arg in record.args
             )
         return True
+
+
+def _redacted(found: re.Match[str]) -> str:
+    name = found.group(2)
+    if unquote_plus(name).strip().lower() != "token":
+        return found.group(0)
+    return f"{found.group(1)}{name}=[redacted]"

@@ -1,117 +1,79 @@
 """The dashboard: server-rendered pages over the same read models as the JSON API.
 
-Every page polls `/ui/pulse` and redraws its `<main>` when a callback has been taken
-since it was rendered. With a read token set, a login form trades it for a session cookie.
+Each page names a pulse (`/ui/pulse`, for its subject or for everything) and redraws its
+`<main>` when the pulse changes: when its subject gets a delivery, or for the lists and
+the overview when any callback is taken or request quarantined.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
-from urllib.parse import parse_qs, quote, urlencode
+from urllib.parse import urlencode
 
-import jinja2
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.templating import Jinja2Templates
 
 from .. import __version__, views
 from ..diagram import layout
-from ..errors import FlowtrackerError
+from ..errors import FlowtrackerError, NotFound
+from ..events import Kind
 from ..lifecycles import DOCUMENT, DOCUMENT_NEW, DOCUMENT_STATES, FLOW, FLOW_STATES
-from .auth import SESSION_COOKIE, is_read_token, may_read, session_value
-from .body import read_body
+from ..timestamps import format_ns
 from .charts import first_minute, sparkline
 from .reads import list_query
-from .runtime import Runtime, runtime
+from .runtime import Runtime
+from .session import signed_in, signed_in_json
+from .templating import HEADERS, path_part, render
 
-Handler = Callable[[Request, Runtime], Awaitable[Response]]
 OVERVIEW_ROWS = 10  # stuck instances and anomalies on the overview
-_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(?:\.\d+)?(.*)$")
+QUARANTINE_PAGE = 20
+PREVIEW_BYTES = 4096  # of a quarantined body on its page; the rest by its own link
 
 
-def _when(value: str | None, short: bool = False) -> str:
-    """`2026-11-28T18:23:09.851741Z` as `2026-11-28 18:23:09 UTC`, or `11-28 18:23:09`
-    when short; the page keeps the whole value in a title."""
-    if not value:
-        return "never"
-    found = _STAMP.match(value)
-    if found is None:
-        return value
-    day, clock, zone = found.groups()
-    if short:
-        return f"{day[5:]} {clock}"
-    return f"{day} {clock} {'UTC' if zone in ('Z', '+00:00') else zone}"
+def page(handler: Callable[[Request, Runtime], Awaitable[Response]]) -> Any:
+    """A signed-in page whose errors are HTML pages in the site's frame."""
 
-
-def _short_id(value: str) -> str:
-    """A long id cut to its first 8 characters (UUIDs differ there)."""
-    return value if len(value) <= 13 else value[:8] + "…"
-
-
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("flowtracker.web", "templates"),
-        autoescape=True,  # every value from a payload is text, never markup
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["when"] = _when
-    env.filters["short_id"] = _short_id
-    env.globals["version"] = __version__
-    return env
-
-
-_templates = Jinja2Templates(env=_environment())
-
-
-def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """A dashboard page: signed in (or sent to the login form), errors as HTML pages."""
-
-    async def endpoint(request: Request) -> Response:
-        run = runtime(request)
-        if not may_read(request, run.settings.read_token):
-            here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            return RedirectResponse(f"/ui/login?next={quote(here, safe='')}", status_code=303)
+    async def guarded(request: Request, run: Runtime) -> Response:
         try:
             return await handler(request, run)
         except FlowtrackerError as error:
-            return render(request, "error.html", {"error": error}, status=error.status)
+            return _render(request, run, "error.html", {"error": error}, status=error.status)
 
-    return endpoint
-
-
-def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
-    token_set = runtime(request).settings.read_token is not None
-    defaults = {"token_set": token_set, "section": None, "bare": False}
-    return _templates.TemplateResponse(request, name, {**defaults, **context}, status_code=status)
+    return signed_in(guarded)
 
 
 @page
 async def overview(request: Request, run: Runtime) -> Response:
-    return render(request, "overview.html", await run_in_threadpool(_overview, run))
+    return _render(request, run, "overview.html", await run_in_threadpool(_overview, run))
 
 
 def _overview(run: Runtime) -> dict[str, Any]:
     now = time.time_ns()
     age_ns = run.settings.stuck_age_seconds * 1_000_000_000
-    status = _status(run, now)
-    stuck = views.quietest(run.store, now, age_ns, OVERVIEW_ROWS + 1)
+    status = views.status(
+        run.store, now, stuck_age_ns=age_ns, version=__version__, uptime_seconds=None
+    )
+    found = views.anomalies(run.store, OVERVIEW_ROWS, body_limit=0)
+    newest = [{**event, "when": event["received_at"]} for event in found["events"]]
+    newest += [{**item, "kind": "quarantine", "when": item["last_seen"]}
+               for item in found["quarantine"]]  # fmt: skip
+    received = run.store.received_since(first_minute(now))
     return {
         "section": "overview",
         "status": status,
-        "pulse": _pulse_of(status),
-        "stuck": stuck,
+        "stuck": views.quietest(run.store, now, age_ns, OVERVIEW_ROWS + 1),
         "rows": OVERVIEW_ROWS,
         "stuck_days": round(run.settings.stuck_age_seconds / 86_400, 1),
-        "anomalies": views.anomalies(run.store, OVERVIEW_ROWS),
-        "throughput": sparkline(run.store.received_since(first_minute(now)), now),
+        "anomalies": sorted(newest, key=lambda a: a["when"], reverse=True)[:OVERVIEW_ROWS],
+        "throughput": sparkline(received, now),
+        "pulse": _minute_pulse(run.store.pulse(), now),
+        "pulse_url": "/ui/pulse?minute=1",
     }
 
 
@@ -125,62 +87,59 @@ async def documents(request: Request, run: Runtime) -> Response:
     return await _list(request, run, "document")
 
 
-async def _list(request: Request, run: Runtime, kind: str) -> Response:
+async def _list(request: Request, run: Runtime, kind: Kind) -> Response:
     flow = kind == "flow"
     states = FLOW_STATES if flow else (DOCUMENT_NEW, *DOCUMENT_STATES)
     where, paging = list_query(request, states, run, stuck=flow)
     query = (request.query_params.get("q") or "").strip()
-    search = query.lower() if flow else query
+    search = query.lower() if flow else query  # flow instance ids are stored lowercase
     where = replace(where, id_prefix=search or None)
     read = views.instances if flow else views.documents
-    found, pulse = await run_in_threadpool(_with_pulse, run, read, run.store, where, paging)
+    found, pulse = await run_in_threadpool(_read_with_pulse, run, None, read, where, paging)
     items = found["items"]
     if search and len(items) == 1 and items[0]["id"] == search and paging.cursor is None:
-        return RedirectResponse(_subject_url(kind, search), status_code=303)
-    filters = {k: v for k, v in request.query_params.items() if k not in ("cursor", "limit")}
-    return render(
-        request,
-        "list.html",
-        {
-            "section": kind,
-            "kind": kind,
-            "states": states,
-            "page": found,
-            "pulse": pulse,
-            "query": query,
-            "where": where,
-            "filters": filters,
-            "stuck_filter": flow,
-            "next_url": f"?{urlencode({**filters, 'cursor': found['next']})}"
-            if found["next"]
-            else None,
-            "first_url": f"?{urlencode(filters)}" if paging.cursor else None,
-        },
-    )
+        return RedirectResponse(subject_url(kind, search), status_code=303)
+    kept = {k: v for k, v in request.query_params.items() if k != "cursor"}
+    context = {
+        "section": kind,
+        "kind": kind,
+        "states": states,
+        "page": found,
+        "query": query,
+        "where": where,
+        "filtered": any(k != "limit" for k in kept),
+        "stuck_filter": flow,
+        "next_url": _with(kept, cursor=found["next"]),
+        "first_url": _with(kept) if paging.cursor else None,
+        "pulse": pulse,
+        "pulse_url": "/ui/pulse",
+    }
+    return _render(request, run, "list.html", context)
 
 
 @page
 async def instance(request: Request, run: Runtime) -> Response:
-    subject_id = request.path_params["instance_id"]
-    data, pulse = await run_in_threadpool(_with_pulse, run, views.instance, run.store, subject_id)
-    return render(request, "subject.html", _subject(data, pulse, "flow", data["events"]))
+    return await _subject(request, run, "flow", request.path_params["instance_id"].lower())
 
 
 @page
 async def document(request: Request, run: Runtime) -> Response:
-    subject_id = request.path_params["document_id"]
-    data, pulse = await run_in_threadpool(_with_pulse, run, views.document, run.store, subject_id)
-    return render(request, "subject.html", _subject(data, pulse, "document", data["snapshots"]))
+    return await _subject(request, run, "document", request.path_params["document_id"])
 
 
-def _subject(data: dict[str, Any], pulse: str, kind: str, events: list[Any]) -> dict[str, Any]:
-    timeline = [
-        {**event, "payload_text": json.dumps(event["payload"], indent=2, ensure_ascii=False)}
-        for event in events
-    ]
+async def _subject(request: Request, run: Runtime, kind: Kind, subject_id: str) -> Response:
+    read = views.instance if kind == "flow" else views.document
+    watched = (kind, subject_id)
+    data, pulse = await run_in_threadpool(_read_with_pulse, run, watched, read, subject_id)
     lifecycle = FLOW if kind == "flow" else DOCUMENT
     drawn = {trigger for _, trigger, _ in lifecycle.arrows}
-    return {
+    timeline = []
+    for event in data["events" if kind == "flow" else "snapshots"]:
+        text = json.dumps(event["payload"], indent=2, ensure_ascii=False)
+        # The payload is unique to its event: an anchor that survives a redraw.
+        anchor = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:16]
+        timeline.append({**event, "payload_text": text, "anchor": anchor})
+    context = {
         "section": kind,
         "kind": kind,
         "subject": data,
@@ -188,101 +147,87 @@ def _subject(data: dict[str, Any], pulse: str, kind: str, events: list[Any]) -> 
         "diagram": layout(lifecycle),
         "steady": [trigger for trigger in lifecycle.triggers if trigger not in drawn],
         "pulse": pulse,
+        "pulse_url": "/ui/pulse?" + urlencode([(str(kind), subject_id)]),
     }
+    return _render(request, run, "subject.html", context)
 
 
 @page
 async def quarantine(request: Request, run: Runtime) -> Response:
     cursor = request.query_params.get("cursor") or None
+    paging = views.Page(QUARANTINE_PAGE, cursor)
     found, pulse = await run_in_threadpool(
-        _with_pulse, run, views.quarantine, run.store, views.Page(views.DEFAULT_LIMIT, cursor)
+        _read_with_pulse, run, None, views.quarantine, paging, PREVIEW_BYTES
     )
-    for item in found["items"]:
-        item["details_text"] = json.dumps(item["error"]["details"], indent=2, ensure_ascii=False)
-    return render(
-        request,
-        "quarantine.html",
-        {
-            "section": "quarantine",
-            "page": found,
-            "pulse": pulse,
-            "next_url": f"?{urlencode({'cursor': found['next']})}" if found["next"] else None,
-            "first_url": "?" if cursor else None,
-        },
-    )
+    context = {
+        "section": "quarantine",
+        "page": found,
+        "preview": PREVIEW_BYTES,
+        "next_url": _with({}, cursor=found["next"]),
+        "first_url": "?" if cursor else None,
+        "pulse": pulse,
+        "pulse_url": "/ui/pulse",
+    }
+    return _render(request, run, "quarantine.html", context)
 
 
-async def pulse(request: Request) -> Response:
-    """A token that changes whenever a callback is taken or a request quarantined."""
-    run = runtime(request)
-    if not may_read(request, run.settings.read_token):
-        return JSONResponse({"signed_in": False}, status_code=401)
-    status = await run_in_threadpool(_status, run, time.time_ns())
-    return JSONResponse({"pulse": _pulse_of(status)}, headers={"Cache-Control": "no-store"})
+@page
+async def quarantined_body(request: Request, run: Runtime) -> Response:
+    """One kept body, whole, as text that no browser will run or render."""
+    body_hash = request.path_params["body_hash"]
+    body = await run_in_threadpool(run.store.quarantined_body, body_hash)
+    if body is None:
+        raise NotFound(f"no quarantined request {body_hash!r}")
+    headers = {**HEADERS, "Content-Disposition": "inline"}
+    return Response(body, media_type="text/plain; charset=utf-8", headers=headers)
 
 
-async def login(request: Request) -> Response:
-    run = runtime(request)
-    token = run.settings.read_token
-    target = _safe_next(request.query_params.get("next"))
-    if token is None:
-        return RedirectResponse(target, status_code=303)
-    if request.method == "GET":
-        return render(request, "login.html", {"next": target, "failed": False, "bare": True})
-    body, cut_short = await read_body(request, 8 * 1024, run.settings.body_timeout_seconds)
-    form = parse_qs(body.decode("utf-8", "replace")) if cut_short is None else {}
-    offered = (form.get("token") or [""])[0]
-    target = _safe_next((form.get("next") or [target])[0])
-    if not is_read_token(offered, token):
-        failed = {"next": target, "failed": True, "bare": True}
-        return render(request, "login.html", failed, status=401)
-    response = RedirectResponse(target, status_code=303)
-    response.set_cookie(
-        SESSION_COOKIE,
-        session_value(token),
-        max_age=12 * 3600,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
-    return response
+@page
+async def not_found(request: Request, run: Runtime) -> Response:
+    raise NotFound(f"no such page: {request.url.path}")
 
 
-async def logout(request: Request) -> Response:
-    response = RedirectResponse("/ui/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict")
-    return response
+@signed_in_json
+async def pulse(request: Request, run: Runtime) -> Response:
+    """The pulse a page watches: `?flow=ID` or `?document=ID`, else everything;
+    `minute=1` adds the minute (the overview's sparkline and stuck list move with time)."""
+    query = request.query_params
+    subject: tuple[Kind, str] | None = None
+    if "flow" in query:
+        subject = ("flow", query["flow"].lower())
+    elif "document" in query:
+        subject = ("document", query["document"])
+    found = await run_in_threadpool(run.store.pulse, subject)
+    if query.get("minute") == "1":
+        found = _minute_pulse(found, time.time_ns())
+    return JSONResponse({"pulse": found}, headers={"Cache-Control": "no-store"})
 
 
-def _with_pulse(
-    run: Runtime, read: Callable[..., dict[str, Any]], *args: Any
-) -> tuple[dict[str, Any], str]:
-    """A read, and the pulse taken before it: a callback between the two shows as news."""
-    before = _pulse_of(_status(run, time.time_ns()))
-    return read(*args), before
+def subject_url(kind: Kind, subject_id: str) -> str:
+    return f"/ui/{'instances' if kind == 'flow' else 'documents'}/{path_part(subject_id)}"
 
 
-def _status(run: Runtime, now_ns: int) -> dict[str, Any]:
-    return views.status(
-        run.store,
-        now_ns,
-        stuck_age_ns=run.settings.stuck_age_seconds * 1_000_000_000,
-        version=__version__,
-        uptime_seconds=round(time.monotonic() - run.started, 3),
-    )
+def _read_with_pulse(
+    run: Runtime, subject: tuple[Kind, str] | None, read: Callable[..., Any], *args: Any
+) -> tuple[Any, str]:
+    """The pulse, then the read: a change between the two shows as news, never as missed."""
+    before = run.store.pulse(subject)
+    return read(run.store, *args), before
 
 
-def _pulse_of(status: dict[str, Any]) -> str:
-    taken = sum(status["callbacks"].values())
-    return f"{taken}.{status['quarantined']}.{status['last_callback_at'] or ''}"
+def _render(
+    request: Request, run: Runtime, name: str, context: dict[str, Any], status: int = 200
+) -> Response:
+    token_set = run.settings.read_token is not None
+    return render(request, name, context, token_set=token_set, status=status)
 
 
-def _subject_url(kind: str, subject_id: str) -> str:
-    return f"/ui/{'instances' if kind == 'flow' else 'documents'}/{quote(subject_id, safe='')}"
+def _minute_pulse(found: str, now_ns: int) -> str:
+    return f"{found}@{format_ns(now_ns)[:16]}"
 
 
-def _safe_next(target: str | None) -> str:
-    """Only a path of this site: never `//host` or `https://host` (an open redirect)."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return "/"
-    return target
+def _with(params: dict[str, str], **more: str | None) -> str | None:
+    """`?query` of these parameters; None when a given value is None (no next page)."""
+    if any(value is None for value in more.values()):
+        return None
+    return "?" + urlencode({**params, **more})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from time import perf_counter
 
 from prometheus_client import Histogram, generate_latest
@@ -15,6 +16,7 @@ from .runtime import runtime
 
 # The classic text format: what every Prometheus version reads.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_CONVERTOR = re.compile(r":\w+}")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -60,5 +62,6 @@ class RequestTimer:
         key = (route, method, status // 100)
         series = self._series.get(key)
         if series is None:  # labels() validates and locks: once per series, not per request
-            series = self._series[key] = self.histogram.labels(route, method, f"{key[2]}xx")
+            template = _CONVERTOR.sub("}", route)  # {document_id:path} as {document_id}
+            series = self._series[key] = self.histogram.labels(template, method, f"{key[2]}xx")
         return series

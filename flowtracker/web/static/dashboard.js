@@ -1,10 +1,11 @@
-// flowtracker dashboard: redraw <main> when the tracker has taken a callback since the
-// page was rendered. Polls /ui/pulse (a few bytes) every two seconds; no framework.
+// flowtracker dashboard: redraw <main> when the pulse this page watches changes (a
+// delivery to its subject, or any callback for the lists). Polls every two seconds.
 "use strict";
 (() => {
   const live = document.getElementById("live");
   if (!live) return;
   const text = live.querySelector(".live-text");
+  const url = live.dataset.pulseUrl;
   let pulse = live.dataset.pulse;
   const PERIOD = 2000;
 
@@ -15,13 +16,16 @@
   }
 
   function busy() {
-    // Never redraw under someone typing in a form of the page.
+    // Never redraw under someone typing in a form of the page or selecting its text.
     const active = document.activeElement;
-    return active && active.closest("main") && /^(INPUT|SELECT|TEXTAREA)$/.test(active.tagName);
+    const typing = active && active.closest("main") && /^(INPUT|SELECT|TEXTAREA)$/.test(active.tagName);
+    const selection = window.getSelection();
+    return typing || (selection && !selection.isCollapsed);
   }
 
   async function redraw() {
     const response = await fetch(location.href, { credentials: "same-origin" });
+    if (response.redirected) { location.reload(); return false; } // signed out meanwhile
     if (!response.ok) return false;
     const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
     const main = fresh.getElementById("main");
@@ -38,8 +42,9 @@
 
   async function tick() {
     try {
-      const response = await fetch("/ui/pulse", { credentials: "same-origin", cache: "no-store" });
+      const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
       if (response.status === 401) { location.reload(); return; }
+      if (!response.ok) throw new Error("pulse answered " + response.status);
       const now = (await response.json()).pulse;
       if (now !== pulse && !busy() && (await redraw())) pulse = now;
       show(true, "live · " + new Date().toLocaleTimeString());

@@ -1,0 +1,91 @@
+"""Signing in to the dashboard: a form that trades the read token for a session cookie."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qs, quote
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from ..errors import Unauthorized
+from .auth import SESSION_COOKIE, SESSION_SECONDS, is_read_token, may_read, session_cookie
+from .body import read_body
+from .runtime import Runtime, runtime
+from .templating import render
+
+Page = Callable[[Request, Runtime], Awaitable[Response]]
+FORM_LIMIT = 8 * 1024
+
+
+def signed_in(page: Page) -> Callable[[Request], Awaitable[Response]]:
+    """A dashboard page for signed-in readers; anyone else goes to the form first."""
+
+    async def endpoint(request: Request) -> Response:
+        run = runtime(request)
+        if not may_read(request, run.settings.read_token, time.time()):
+            here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/ui/login?next={quote(here, safe='')}", status_code=303)
+        return await page(request, run)
+
+    return endpoint
+
+
+def signed_in_json(page: Page) -> Callable[[Request], Awaitable[Response]]:
+    """A small JSON endpoint of the dashboard: 401 in the one error shape when signed out."""
+
+    async def endpoint(request: Request) -> Response:
+        run = runtime(request)
+        if not may_read(request, run.settings.read_token, time.time()):
+            error = Unauthorized("sign in to the dashboard again")
+            return JSONResponse(error.to_dict(), status_code=error.status)
+        return await page(request, run)
+
+    return endpoint
+
+
+async def login(request: Request) -> Response:
+    run = runtime(request)
+    token = run.settings.read_token
+    target = _safe_next(request.query_params.get("next"))
+    if token is None or may_read(request, token, time.time()):
+        return RedirectResponse(target, status_code=303)
+    if request.method == "GET":
+        return _form(request, target, failed=False)
+    body, cut_short = await read_body(request, FORM_LIMIT, run.settings.body_timeout_seconds)
+    form = parse_qs(body.decode("utf-8", "replace")) if cut_short is None else {}
+    offered = (form.get("token") or [""])[0]
+    target = _safe_next((form.get("next") or [target])[0])
+    if not is_read_token(offered, token):
+        return _form(request, target, failed=True)
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        session_cookie(token, time.time()),
+        max_age=SESSION_SECONDS,
+        httponly=True,
+        # Lax: a link to a page from a chat or an alert arrives signed in; every GET is a
+        # read, and signing out is a POST.
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+async def logout(request: Request) -> Response:
+    response = RedirectResponse("/ui/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="lax")
+    return response
+
+
+def _form(request: Request, target: str, *, failed: bool) -> Response:
+    context = {"next": target, "failed": failed, "bare": True}
+    return render(request, "login.html", context, token_set=True, status=401 if failed else 200)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path of this site: never `//host` or `https://host` (an open redirect)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
