@@ -121,4 +121,6 @@ def _arrow(source: Box, dest: Box, label: str | None, pairs: set[tuple[str, str]
     x1, x2 = (source.x + BOX_WIDTH, dest.x) if forward else (source.x, dest.x + BOX_WIDTH)
     bend = (x2 - x1) // 2
     path = f"M{x1},{sy} C{x1 + bend},{sy} {x2 - bend},{dy} {x2},{dy}"
-    return Arrow(source.state, dest.state, path, label, ((x1 + x2) // 2, (sy + dy) // 2 - 5))
+    # A label sits just before the arrowhead, above the line, clear of the fan-out.
+    at = (x2 - 48, dy - 6) if forward else ((x1 + x2) // 2, (sy + dy) // 2 - 5)
+    return Arrow(source.state, dest.state, path, label, at)
