@@ -115,7 +115,12 @@ def _arrow(source: Box, dest: Box, label: str | None, pairs: set[tuple[str, str]
         path = f"M{sx},{y1} L{dx},{y2}"
         return Arrow(source.state, dest.state, path, label, (sx + 6, (y1 + y2) // 2))
     forward = dest.x > source.x
-    if (dest.state, source.state) in pairs:  # both ways: two arrows side by side
+    paired = (dest.state, source.state) in pairs and sy == dy
+    if not forward and not paired:  # back: out of the left, into the box from below
+        x1, y2 = source.x, dest.y + BOX_HEIGHT
+        path = f"M{x1},{sy} C{x1 - 60},{sy} {dx},{y2 + 40} {dx},{y2}"
+        return Arrow(source.state, dest.state, path, label, ((x1 + dx) // 2, y2 + 24))
+    if paired:  # both ways on one row: two arrows side by side
         sy, dy = (sy - 6, dy - 6) if forward else (sy + 6, dy + 6)
     # right edge to left edge going forward, left edge to right edge going back
     x1, x2 = (source.x + BOX_WIDTH, dest.x) if forward else (source.x, dest.x + BOX_WIDTH)

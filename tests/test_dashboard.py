@@ -266,7 +266,7 @@ def test_lists_filter_by_state_and_page_through_everything(client: TestClient) -
 def test_a_bad_filter_is_an_html_page_naming_the_field(client: TestClient) -> None:
     page = client.get("/ui/instances?state=done")
     assert page.status_code == 422
-    assert "<code>state</code>: must be one of in_progress" in page.text
+    assert "<h1>invalid query: state: must be one of in_progress, completed," in page.text
     missing = client.get("/ui/documents/12345")
     assert missing.status_code == 404
     assert "no document &#39;12345&#39;" in missing.text
@@ -447,3 +447,18 @@ def test_without_a_read_token_there_is_no_sign_in(client: TestClient) -> None:
     response = client.get("/ui/login?next=/ui/quarantine", follow_redirects=False)
     assert (response.status_code, response.headers["location"]) == (303, "/ui/quarantine")
     assert "Sign out" not in client.get("/").text
+
+
+def test_the_header_box_finds_instances_and_documents(client: TestClient) -> None:
+    post_flow(client, flow("custom", 1))
+    client.post("/callbacks/document", content=document_form("pending", 1), headers=FORM)
+    cases = {
+        INSTANCE[:5].upper(): f"/ui/instances?q={INSTANCE[:5].upper()}",
+        DOCUMENT[:6]: f"/ui/documents?q={DOCUMENT[:6]}",
+        "nothing": "/ui/instances?q=nothing",
+    }
+    for query, target in cases.items():
+        response = client.get(f"/ui/search?q={query}", follow_redirects=False)
+        assert (response.status_code, response.headers["location"]) == (303, target)
+    whole = client.get(f"/ui/search?q={DOCUMENT}", follow_redirects=True)
+    assert whole.url.path == f"/ui/documents/{DOCUMENT}"

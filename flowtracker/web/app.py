@@ -108,6 +108,7 @@ def _dashboard_routes() -> list[Route | Mount]:
     static = StaticFiles(packages=[("flowtracker.web", "static")])
     return [
         Route("/", dashboard.overview, methods=["GET"]),
+        Route("/ui/search", dashboard.search, methods=["GET"]),
         Route("/ui/instances", dashboard.instances, methods=["GET"]),
         Route("/ui/instances/{instance_id}", dashboard.instance, methods=["GET"]),
         Route("/ui/documents", dashboard.documents, methods=["GET"]),

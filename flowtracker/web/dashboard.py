@@ -24,6 +24,7 @@ from ..diagram import layout
 from ..errors import FlowtrackerError, NotFound
 from ..events import Kind
 from ..lifecycles import DOCUMENT, DOCUMENT_NEW, DOCUMENT_STATES, FLOW, FLOW_STATES
+from ..storage import SubjectFilter
 from ..timestamps import format_ns
 from .charts import first_minute, sparkline
 from .reads import list_query
@@ -115,6 +116,26 @@ async def _list(request: Request, run: Runtime, kind: Kind) -> Response:
         "pulse_url": "/ui/pulse",
     }
     return _render(request, run, "list.html", context)
+
+
+@page
+async def search(request: Request, run: Runtime) -> Response:
+    """The header's box: the list of instances, or of documents when only a document's id
+    starts so (a whole id then opens its page)."""
+    query = (request.query_params.get("q") or "").strip()
+    found = await run_in_threadpool(_first_match, run, query)
+    target = "documents" if found == "document" else "instances"
+    return RedirectResponse(f"/ui/{target}?{urlencode({'q': query})}", status_code=303)
+
+
+def _first_match(run: Runtime, query: str) -> Kind | None:
+    if not query:
+        return None
+    if run.store.list_subjects("flow", SubjectFilter(id_prefix=query.lower()), None, 1):
+        return "flow"
+    if run.store.list_subjects("document", SubjectFilter(id_prefix=query), None, 1):
+        return "document"
+    return None
 
 
 @page

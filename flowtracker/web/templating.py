@@ -52,7 +52,7 @@ def render(
 
 
 def when(value: str | None, short: bool = False) -> str:
-    """An RFC 3339 instant in UTC to the millisecond (`2026-11-28 18:23:09.851`), or
+    """An RFC 3339 instant in UTC to the millisecond (`2026-11-28 18:23:09.851`, no `.000`), or
     `11-28 18:23:09` when short; the page keeps the value as sent in a title."""
     if not value:
         return "never"
@@ -63,7 +63,8 @@ def when(value: str | None, short: bool = False) -> str:
     moment = datetime.fromtimestamp(ns // 1_000_000_000, UTC)
     if short:
         return moment.strftime("%m-%d %H:%M:%S")
-    return f"{moment:%Y-%m-%d %H:%M:%S}.{ns // 1_000_000 % 1000:03d}"
+    milliseconds = ns // 1_000_000 % 1000
+    return f"{moment:%Y-%m-%d %H:%M:%S}" + (f".{milliseconds:03d}" if milliseconds else "")
 
 
 def short_id(value: str) -> str:
