@@ -32,6 +32,8 @@ from .scrive import (
 
 TITLES = ["Lease agreement", "Loan agreement", "Power of attorney", "Account opening", "KYC form"]
 REASONS = ["Sorry, I don't want to sign this", "The rent is wrong on page 2.", "Fel personnummer"]
+# Written out again on purpose, not imported from the engine: the simulator's expectations
+# must not follow the engine's mistakes. A test checks both know the same names.
 FLOW_TYPES = ("completed", "failed", "cancelled", "flow_rejected", "timed_out", "custom",
               "authentication_attempted", "authentication_max_failures_exceeded")  # fmt: skip
 FLOW_STATES = ("in_progress", "completed", "failed", "cancelled", "rejected", "timed_out")
