@@ -30,6 +30,7 @@ from .sqlite_transaction import EVENTS, ORDER, OWNER, SUBJECTS, SQLiteTransactio
 from .storage import Quarantined, SubjectFilter
 
 Row = dict[str, Any]
+CHECKPOINT_PAGES = 10_000
 
 
 class SQLiteStore:
@@ -48,6 +49,11 @@ class SQLiteStore:
             self._writer = self._connect()
             self._writer.execute("PRAGMA journal_mode = WAL")
             self._writer.execute(f"PRAGMA synchronous = {durability.upper()}")
+            # Checkpoint every 10,000 pages (40 MiB of WAL) instead of 1,000: a page dirtied
+            # again before the checkpoint is copied once, and the file is fsynced a tenth
+            # as often. Ingest into a 10M-event database: +22%, into an empty one: +10%
+            # (docs/performance.md).
+            self._writer.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
             with self._write():
                 migrations.apply(Database(self._writer))
 

@@ -197,7 +197,7 @@ def main() -> None:
     parser.add_argument(
         "--service-args",
         default="",
-        help="more flags for flowtracker serve, e.g. '--no-callback-log'",
+        help="more flags for flowtracker serve, with =: --service-args=--no-callback-log",
     )
     args = parser.parse_args()
     extra = args.service_args.split()

@@ -286,3 +286,7 @@ def test_rebuild_repairs_a_state_that_disagrees_with_the_events(
 
 def test_empty_batch_is_a_no_op(pipeline: Pipeline) -> None:
     assert pipeline.ingest([]) == []
+
+
+def test_the_writer_checkpoints_the_wal_every_ten_thousand_pages(store: SQLiteStore) -> None:
+    assert store._writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 10_000
