@@ -13,8 +13,8 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .scenarios import Callback, Subject
 from .scrive import MIN, NS, RETRY
+from .traffic import Callback, Subject
 
 
 @dataclass(frozen=True, slots=True)

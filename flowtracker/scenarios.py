@@ -8,17 +8,13 @@ a check against it can find bugs in the fold.
 
 from __future__ import annotations
 
-import copy
-import json
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
-from urllib.parse import urlencode
+from typing import Any
 
+from .paper import Paper
 from .scrive import (
     DAY,
     MIN,
-    NAMES,
     NS,
     PROVIDERS,
     STAGES,
@@ -26,130 +22,17 @@ from .scrive import (
     USERS,
     Draw,
     Event,
-    new_document,
-    timestamp_seconds,
+    compact,
 )
+from .traffic import Callback, Subject
 
-TITLES = ["Lease agreement", "Loan agreement", "Power of attorney", "Account opening", "KYC form"]
 REASONS = ["Sorry, I don't want to sign this", "The rent is wrong on page 2.", "Fel personnummer"]
-# Written out again on purpose, not imported from the engine: the simulator's expectations
-# must not follow the engine's mistakes. A test checks both know the same names.
-FLOW_TYPES = ("completed", "failed", "cancelled", "flow_rejected", "timed_out", "custom",
-              "authentication_attempted", "authentication_max_failures_exceeded")  # fmt: skip
-FLOW_STATES = ("in_progress", "completed", "failed", "cancelled", "rejected", "timed_out")
-DOCUMENT_STATES = (
-    "preparation",
-    "awaiting_start",
-    "pending",
-    "closed",
-    "canceled",
-    "rejected",
-    "timedout",
-    "document_error",
-)
 # How a story ends, and how often out of 40: mostly completed, as in real traffic.
 SHARES = {"completed": 21, "max_failures": 2, "flow_rejected": 4, "cancelled": 3,
           "timed_out": 3, "failed": 2, "in_progress": 5}  # fmt: skip
 ENDINGS = tuple(ending for ending, share in SHARES.items() for _ in range(share))
 STATE_OF = {"flow_rejected": "rejected"}  # any other ending is also the state's name
-V2_FIELDS = ("document_id", "document_signed_and_sealed", "document_json")
-V1_FIELDS = ("documentid", "signedAndSealed", "json")
 JSON_TYPE = "application/json"
-FORM_TYPE = "application/x-www-form-urlencoded; charset=UTF-8"
-
-Kind = Literal["flow", "document"]
-
-
-@dataclass(frozen=True, slots=True)
-class Callback:
-    """One callback as Scrive sends it, and the outcome a correct tracker gives it."""
-
-    kind: Kind
-    subject: str
-    label: str  # the Flow callback type, or the document status
-    time: str  # event_created or mtime, as written
-    position: tuple[int, int]  # the order key: (event ns, 0) or (object_version, mtime ns)
-    body: bytes
-    content_type: str
-    outcome: str = "applied"
-
-
-@dataclass(frozen=True, slots=True)
-class Subject:
-    """A flow instance or a document: its callbacks in order, and where it must end."""
-
-    kind: Kind
-    id: str
-    state: str
-    callbacks: tuple[Callback, ...]
-    story: tuple[str, ...] = ()  # how it got there: the ending and any twists
-    shown: Mapping[str, Any] = field(default_factory=dict)  # documents: the last snapshot's
-
-
-class Paper:
-    """A document of an instance as Scrive keeps it, and the snapshots it sent of it."""
-
-    def __init__(self, draw: Draw, did: str, t: int, people: int) -> None:
-        r = draw.rng
-        title = f"{r.choice(TITLES)} {r.randrange(1000, 9999)}"
-        tags = [{"name": "case", "value": f"SIM-{r.randrange(10**6):06d}"}]
-        self.json = new_document(did, title, r.sample(NAMES, people), t, tags)
-        self.v1 = r.random() < 0.1  # an account still on the v1 callback field names
-        self.sealed = False
-        self.mtime = self.deadline = 0
-        self.snapshots: list[tuple[int, bool, dict[str, Any]]] = []
-        self.send(t, "preparation", bump=False)
-
-    def send(self, t: int, status: str, *, bump: bool = True, sealed: bool = False) -> int:
-        """A change of the document, and the snapshot Scrive builds of it."""
-        doc = self.json
-        self.mtime = max(t // NS * NS, self.mtime + NS)  # distinct seconds: mtime's precision
-        doc["object_version"] += bump  # prolong and sealing do not bump it
-        if status == "pending" and (doc["timeout_time"] is None or doc["status"] == "timedout"):
-            self.deadline = self.mtime + doc["days_to_sign"] * DAY
-            doc["timeout_time"] = timestamp_seconds(self.deadline)
-        if sealed:
-            self.sealed = True
-            sealed_id = str(int(doc["id"]) + 40 + len(self.snapshots))
-            doc["sealed_file"] = {"id": sealed_id, "name": "agreement_sealed.pdf"}
-        doc.update(status=status, mtime=timestamp_seconds(self.mtime))
-        self.snapshots.append((self.mtime, self.sealed, copy.deepcopy(doc)))
-        return self.mtime
-
-    def sign(self, t: int, party: int, last: bool) -> None:
-        signer = self.json["parties"][party]
-        signer.update(seen_time=timestamp_seconds(t - 3 * MIN), sign_time=timestamp_seconds(t))
-        self.send(t, "closed" if last else "pending")
-
-    def reject(self, t: int, party: int, reason: str) -> None:
-        self.json["parties"][party].update(
-            seen_time=timestamp_seconds(t - 2 * MIN),
-            rejected_time=timestamp_seconds(t),
-            rejection_reason=reason,
-        )
-        self.send(t, "rejected")
-
-    def subject(self, keep: Sequence[bool]) -> Subject:
-        """The document with the snapshots kept (Scrive merges queued callbacks)."""
-        kept = [snap for snap, sent in zip(self.snapshots, keep, strict=True) if sent]
-        callbacks = tuple(self._callback(*snap) for snap in kept)
-        _, sealed, doc = kept[-1]
-        shown = {
-            "object_version": doc["object_version"],
-            "signed_and_sealed": sealed,
-            "title": doc["title"],
-            "mtime": doc["mtime"],
-        }
-        return Subject("document", doc["id"], doc["status"], callbacks, shown=shown)
-
-    def _callback(self, mtime: int, sealed: bool, doc: dict[str, Any]) -> Callback:
-        names = V1_FIELDS if self.v1 else V2_FIELDS
-        values = (doc["id"], "true" if sealed else "false", _compact(doc))
-        body = urlencode(dict(zip(names, values, strict=True))).encode()
-        position = (doc["object_version"], mtime)
-        return Callback(
-            "document", doc["id"], doc["status"], doc["mtime"], position, body, FORM_TYPE
-        )
 
 
 @dataclass
@@ -317,7 +200,7 @@ class Stories(Draw):
             if self.rng.random() < 0.2:  # Scrive's own samples also have ten digits
                 body["event_created"] = f"{body['event_created'][:-1]}{self.rng.randrange(10)}Z"
             outcome = "illegal" if t in story.illegal else "applied"
-            text, data = body["event_created"], _compact(body).encode()
+            text, data = body["event_created"], compact(body).encode()
             callbacks.append(
                 Callback("flow", story.iid, body["type"], text, (t, 0), data, JSON_TYPE, outcome)
             )
@@ -330,7 +213,3 @@ def scenario(seed: int, instances: int) -> list[Subject]:
     endings = [ENDINGS[i % len(ENDINGS)] for i in range(instances)]
     stories.rng.shuffle(endings)
     return [subject for ending in endings for subject in stories.instance(ending)]
-
-
-def _compact(value: dict[str, Any]) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

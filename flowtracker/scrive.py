@@ -6,6 +6,7 @@ drawn from one seeded generator, so the same seed gives the same pieces.
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from collections.abc import Sequence
@@ -33,6 +34,11 @@ NAMES = [
     ("Sara", "Öberg"),
 ]
 Event = tuple[int, dict[str, Any]]  # (event time in ns, body)
+
+
+def compact(value: dict[str, Any]) -> str:
+    """JSON as Scrive writes it: no spaces, and UTF-8 left as it is."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def timestamp(ns: int) -> str:

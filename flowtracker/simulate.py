@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .delivery import Delivery, late, plan
-from .scenarios import DOCUMENT_STATES, FLOW_STATES, FLOW_TYPES, Callback, Subject, scenario
-from .sender import ATTEMPTS, Ledger, Link, SimulationError, Target, read_back, send
+from .link import Link, SimulationError, Target
+from .scenarios import scenario
+from .sender import ATTEMPTS, Ledger, read_back, send
+from .traffic import DOCUMENT_STATES, FLOW_STATES, FLOW_TYPES, Callback, Subject
 
 __all__ = ["Options", "SimulationError", "Target", "differences", "report", "run", "summary"]
 

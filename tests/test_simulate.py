@@ -19,20 +19,15 @@ from flowtracker import lifecycles, sender, views
 from flowtracker.delivery import late, plan
 from flowtracker.errors import NotFound
 from flowtracker.events import FLOW_FIELDS
+from flowtracker.link import SimulationError, Target
 from flowtracker.parsing import parse_document, parse_flow
 from flowtracker.pipeline import Pipeline
-from flowtracker.scenarios import (
-    DOCUMENT_STATES,
-    FLOW_STATES,
-    FLOW_TYPES,
-    Callback,
-    Subject,
-    scenario,
-)
+from flowtracker.scenarios import scenario
 from flowtracker.scrive import timestamp
-from flowtracker.sender import Ledger, Outbox, SimulationError, Target, send
+from flowtracker.sender import Ledger, Outbox, send
 from flowtracker.simulate import differences
 from flowtracker.sqlite_store import SQLiteStore
+from flowtracker.traffic import DOCUMENT_STATES, FLOW_STATES, FLOW_TYPES, Callback, Subject
 from tests.conftest import Clock
 from tests.server import free_port, serving
 from tests.test_lifecycles import expected_document, expected_flow
