@@ -8,11 +8,12 @@ from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 from starlette.testclient import TestClient
 
+from flowtracker.parsing import parse_flow
 from flowtracker.settings import Settings
 from flowtracker.web import create_app
 from flowtracker.web.auth import SESSION_COOKIE, SESSION_SECONDS, session_cookie, valid_session
@@ -462,3 +463,57 @@ def test_the_header_box_finds_instances_and_documents(client: TestClient) -> Non
         assert (response.status_code, response.headers["location"]) == (303, target)
     whole = client.get(f"/ui/search?q={DOCUMENT}", follow_redirects=True)
     assert whole.url.path == f"/ui/documents/{DOCUMENT}"
+
+
+def test_the_overview_takes_its_pulse_before_its_data(client: TestClient) -> None:
+    store = client.app.state.runtime.store  # type: ignore[attr-defined]
+    pipeline = client.app.state.runtime.pipeline  # type: ignore[attr-defined]
+    read = store.received_since
+
+    def with_a_callback_meanwhile(minute: str) -> dict[str, int]:
+        store.received_since = read  # once
+        pipeline.ingest([parse_flow(flow("completed", 5), "application/json")])
+        found: dict[str, int] = read(minute)
+        return found
+
+    store.received_since = with_a_callback_meanwhile
+    page = Elements(client.get("/").text)
+    shown = page.having("data-pulse")[0]["data-pulse"]
+    assert shown != client.get("/ui/pulse?minute=1").json()["pulse"]  # it will redraw
+
+
+def test_a_huge_session_cookie_is_refused_not_an_error(signed: TestClient) -> None:
+    signed.cookies.set(SESSION_COOKIE, "9" * 5000 + ".x")
+    assert signed.get("/", follow_redirects=False).status_code == 303
+    assert signed.get("/ui/pulse").status_code == 401
+
+
+def test_after_signing_in_a_deep_link_arrives_as_it_was_sent(signed: TestClient) -> None:
+    response = signed.get("/ui/documents/p%2541q?x=1", follow_redirects=False)
+    assert response.headers["location"] == "/ui/login?next=%2Fui%2Fdocuments%2Fp%252541q%3Fx%3D1"
+
+
+@pytest.mark.parametrize("target", ["/\t/evil.example", "/ui\r\nSet-Cookie: a=b"])
+def test_a_next_with_control_characters_goes_home(signed: TestClient, target: str) -> None:
+    response = signed.post(
+        "/ui/login",
+        content=urlencode({"token": READ_TOKEN, "next": target}).encode(),
+        headers=FORM,
+        follow_redirects=False,
+    )
+    assert response.headers["location"] == "/"
+
+
+def test_an_oversized_sign_in_form_is_413(signed: TestClient) -> None:
+    response = signed.post("/ui/login", content=b"token=" + b"x" * 20_000, headers=FORM)
+    assert response.status_code == 413
+
+
+def test_the_header_box_prefers_a_whole_document_id(client: TestClient) -> None:
+    post_flow(client, flow("custom", 1, instance="abc00000-0000-4000-8000-000000000000"))
+    form = document_form("pending", 1).replace(DOCUMENT.encode(), b"abc")
+    assert client.post("/callbacks/document", content=form, headers=FORM).status_code == 200
+    response = client.get("/ui/search?q=abc", follow_redirects=False)
+    assert response.headers["location"] == "/ui/documents?q=abc"
+    response = client.get("/ui/search?q=ab", follow_redirects=False)
+    assert response.headers["location"] == "/ui/instances?q=ab"

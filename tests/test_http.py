@@ -497,6 +497,7 @@ def test_a_non_ascii_digit_limit_is_an_invalid_query(client: TestClient) -> None
         ("/callbacks/flow?a=1&%74oken=s3cret", "/callbacks/flow?a=1&%74oken=[redacted]"),
         ("/callbacks/flow?TOKEN=s3cret&x=2", "/callbacks/flow?TOKEN=[redacted]&x=2"),
         ("/callbacks/flow?tokens=kept", "/callbacks/flow?tokens=kept"),
+        ("/callbacks/flow?token=abc;tail&x=1", "/callbacks/flow?token=[redacted]&x=1"),
     ],
 )
 def test_the_access_log_never_shows_a_token_however_it_is_spelled(path: str, shown: str) -> None:

@@ -14,7 +14,8 @@ from starlette.requests import HTTPConnection
 
 from ..errors import Unauthorized
 
-_PARAMETER = re.compile(r"([?&;])([^=&;\s]*)=[^&;\s]*")
+# A value runs to the next & (the query parser keeps a ; in it, so the token would too).
+_PARAMETER = re.compile(r"([?&;])([^=&;\s]*)=[^&\s]*")
 SESSION_COOKIE = "flowtracker_session"
 
 
@@ -64,7 +65,7 @@ def session_cookie(token: str, now: float) -> str:
 
 def valid_session(cookie: str, token: str, now: float) -> bool:
     issued, _, signature = cookie.partition(".")
-    if not (issued.isascii() and issued.isdigit()):
+    if not (issued.isascii() and issued.isdigit() and len(issued) <= 12):
         return False
     age = now - int(issued)
     return -60 <= age < SESSION_SECONDS and _same(signature, _signature(token, issued))

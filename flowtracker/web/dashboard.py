@@ -55,6 +55,7 @@ async def overview(request: Request, run: Runtime) -> Response:
 
 
 def _overview(run: Runtime) -> dict[str, Any]:
+    pulse = run.store.pulse()  # before the reads: a change between shows as news
     now = time.time_ns()
     age_ns = run.settings.stuck_age_seconds * 1_000_000_000
     status = views.status(
@@ -73,7 +74,7 @@ def _overview(run: Runtime) -> dict[str, Any]:
         "stuck_days": round(run.settings.stuck_age_seconds / 86_400, 1),
         "anomalies": sorted(newest, key=lambda a: a["when"], reverse=True)[:OVERVIEW_ROWS],
         "throughput": sparkline(received, now),
-        "pulse": _minute_pulse(run.store.pulse(), now),
+        "pulse": _minute_pulse(pulse, now),
         "pulse_url": "/ui/pulse?minute=1",
     }
 
@@ -112,8 +113,9 @@ async def _list(request: Request, run: Runtime, kind: Kind) -> Response:
         "stuck_filter": flow,
         "next_url": _with(kept, cursor=found["next"]),
         "first_url": _with(kept) if paging.cursor else None,
-        "pulse": pulse,
-        "pulse_url": "/ui/pulse",
+        "pulse": _minute_pulse(pulse, time.time_ns()) if where.received_before else pulse,
+        # stuck instances become stuck with time, without a delivery
+        "pulse_url": "/ui/pulse?minute=1" if where.received_before else "/ui/pulse",
     }
     return _render(request, run, "list.html", context)
 
@@ -131,11 +133,12 @@ async def search(request: Request, run: Runtime) -> Response:
 def _first_match(run: Runtime, query: str) -> Kind | None:
     if not query:
         return None
+    documents = run.store.list_subjects("document", SubjectFilter(id_prefix=query), None, 1)
+    if documents and documents[0]["id"] == query:  # a whole document id wins
+        return "document"
     if run.store.list_subjects("flow", SubjectFilter(id_prefix=query.lower()), None, 1):
         return "flow"
-    if run.store.list_subjects("document", SubjectFilter(id_prefix=query), None, 1):
-        return "document"
-    return None
+    return "document" if documents else None
 
 
 @page

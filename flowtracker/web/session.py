@@ -25,7 +25,9 @@ def signed_in(page: Page) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         run = runtime(request)
         if not may_read(request, run.settings.read_token, time.time()):
-            here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            # The path as sent: a decoded one would turn an id's %41 into A on the way back.
+            raw = request.scope.get("raw_path") or request.url.path.encode()
+            here = raw.decode("latin-1") + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/ui/login?next={quote(here, safe='')}", status_code=303)
         return await page(request, run)
 
@@ -54,7 +56,10 @@ async def login(request: Request) -> Response:
     if request.method == "GET":
         return _form(request, target, failed=False)
     body, cut_short = await read_body(request, FORM_LIMIT, run.settings.body_timeout_seconds)
-    form = parse_qs(body.decode("utf-8", "replace")) if cut_short is None else {}
+    if cut_short is not None:  # too large or too slow: no form to judge
+        context = {"error": cut_short, "bare": True}
+        return render(request, "error.html", context, token_set=True, status=cut_short.status)
+    form = parse_qs(body.decode("utf-8", "replace"))
     offered = (form.get("token") or [""])[0]
     target = _safe_next((form.get("next") or [target])[0])
     if not is_read_token(offered, token):
@@ -87,5 +92,7 @@ def _form(request: Request, target: str, *, failed: bool) -> Response:
 def _safe_next(target: str | None) -> str:
     """Only a path of this site: never `//host` or `https://host` (an open redirect)."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    if any(ord(character) < 0x20 or ord(character) == 0x7F for character in target):
         return "/"
     return target

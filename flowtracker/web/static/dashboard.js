@@ -37,7 +37,9 @@
       if (details) details.open = true;
     }
     document.title = fresh.title;
-    return true;
+    // The page's own pulse: read before its data, so never newer than what it shows.
+    const live = fresh.getElementById("live");
+    return (live && live.dataset.pulse) || true;
   }
 
   async function tick() {
@@ -46,7 +48,10 @@
       if (response.status === 401) { location.reload(); return; }
       if (!response.ok) throw new Error("pulse answered " + response.status);
       const now = (await response.json()).pulse;
-      if (now !== pulse && !busy() && (await redraw())) pulse = now;
+      if (now !== pulse && !busy()) {
+        const drawn = await redraw();
+        if (drawn) pulse = drawn === true ? now : drawn;
+      }
       show(true, "live · " + new Date().toLocaleTimeString());
     } catch (error) {
       show(false, "reconnecting…");
