@@ -466,8 +466,8 @@ def test_the_header_box_finds_instances_and_documents(client: TestClient) -> Non
 
 
 def test_the_overview_takes_its_pulse_before_its_data(client: TestClient) -> None:
-    store = client.app.state.runtime.store  # type: ignore[attr-defined]
-    pipeline = client.app.state.runtime.pipeline  # type: ignore[attr-defined]
+    store = client.app.state.runtime.store
+    pipeline = client.app.state.runtime.pipeline
     read = store.received_since
 
     def with_a_callback_meanwhile(minute: str) -> dict[str, int]:

@@ -37,7 +37,9 @@ QUARANTINE_PAGE = 20
 PREVIEW_BYTES = 4096  # of a quarantined body on its page; the rest by its own link
 
 
-def page(handler: Callable[[Request, Runtime], Awaitable[Response]]) -> Any:
+def page(
+    handler: Callable[[Request, Runtime], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
     """A signed-in page whose errors are HTML pages in the site's frame."""
 
     async def guarded(request: Request, run: Runtime) -> Response:
