@@ -82,7 +82,7 @@ class _Batch:
     """The working set of one ingest transaction."""
 
     def __init__(self, tx: Transaction, now: str, callbacks: Sequence[Callback]) -> None:
-        self.tx, self.now, self.size = tx, now, len(callbacks)
+        self.tx, self.now = tx, now
         self.known: dict[Kind, dict[str, bool]] = {}
         self.subjects: dict[Kind, dict[str, Subject]] = {}
         self.touched: dict[Kind, dict[str, Subject]] = {"flow": {}, "document": {}}
@@ -147,7 +147,7 @@ class _Batch:
             # update(), not +=: a Counter sum drops the negative deltas
             deltas.update(_deltas(kind, touched, fresh, changed, len(self.redelivered[kind])))
         self.tx.bump(deltas)
-        self.tx.count_received(self.now[:16], self.size)
+        self.tx.count_received(self.now[:16], len(receipts))
 
     def _subject(self, kind: Kind, lifecycle: Lifecycle, subject_id: str) -> Subject:
         subject = self.subjects[kind].get(subject_id)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 Outcome = Literal["applied", "illegal", "ignored"]
+# What a delivery can get: a verdict's outcome, or "duplicate" for a repeat.
+DELIVERY_OUTCOMES: Final = (*get_args(Outcome), "duplicate")
 Position = tuple[int, int]
 Order = tuple[Position, str]
 

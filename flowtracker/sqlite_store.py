@@ -18,12 +18,13 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from sqlite_utils import Database
 
 from .errors import StorageUnavailable
 from .events import Kind
+from .records import DELIVERY_OUTCOMES, Outcome
 from .schema import migrations
 from .settings import Durability
 from .sqlite_transaction import EVENTS, ORDER, OWNER, SUBJECTS, SQLiteTransaction
@@ -138,7 +139,7 @@ class SQLiteStore:
         outcomes = {
             outcome: counters.get(f"flow.outcome.{outcome}", 0)
             + counters.get(f"document.outcome.{outcome}", 0)
-            for outcome in ("applied", "illegal", "ignored")
+            for outcome in get_args(Outcome)
         }
         return {
             "outcomes": {**outcomes, "duplicate": _total(counters, "duplicate")},
@@ -332,10 +333,7 @@ def _total(counters: dict[str, int], name: str) -> int:
 
 def _by_kind(counters: dict[str, int], kind: str) -> dict[str, int]:
     """Deliveries of one kind by the outcome they got on arrival, and out of order."""
-    arrived = {
-        outcome: counters.get(f"arrived.{kind}.{outcome}", 0)
-        for outcome in ("applied", "illegal", "ignored", "duplicate")
-    }
+    arrived = {o: counters.get(f"arrived.{kind}.{o}", 0) for o in DELIVERY_OUTCOMES}
     return {**arrived, "out_of_order": counters.get(f"{kind}.out_of_order", 0)}
 
 

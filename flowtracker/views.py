@@ -12,12 +12,12 @@ from .bodies import document_payload
 from .errors import InvalidQuery, NotFound
 from .events import Kind
 from .lifecycles import DOCUMENT, DOCUMENT_STATES, FLOW, FLOW_STATES
+from .records import DELIVERY_OUTCOMES
 from .storage import Store, SubjectFilter
 from .timestamps import format_ns
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-_OUTCOMES = ("applied", "illegal", "ignored", "duplicate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,13 +86,18 @@ def documents(store: Store, where: SubjectFilter, page: Page) -> dict[str, Any]:
 
 def quietest(store: Store, now_ns: int, stuck_age_ns: int, limit: int) -> list[dict[str, Any]]:
     """The stuck instances that have been quiet the longest, quietest first."""
-    rows = store.quietest(format_ns(now_ns - stuck_age_ns), limit)
+    rows = store.quietest(_quiet_since(now_ns, stuck_age_ns), limit)
     return [instance_summary(row) for row in rows]
 
 
 def stuck_filter(now_ns: int, stuck_age_ns: int) -> SubjectFilter:
     """In progress, with no callback received for longer than `stuck_age_ns`."""
-    return SubjectFilter(state="in_progress", received_before=format_ns(now_ns - stuck_age_ns))
+    return SubjectFilter(state="in_progress", received_before=_quiet_since(now_ns, stuck_age_ns))
+
+
+def _quiet_since(now_ns: int, stuck_age_ns: int) -> str:
+    """The instant before which an in-progress instance's last callback makes it stuck."""
+    return format_ns(now_ns - stuck_age_ns)
 
 
 def status(
@@ -104,11 +109,11 @@ def status(
     uptime_seconds: float | None,
 ) -> dict[str, Any]:
     """Totals for an operator: outcomes, states, anomalies, the quarantine, liveness."""
-    counts = store.summary(format_ns(now_ns - stuck_age_ns))
+    counts = store.summary(_quiet_since(now_ns, stuck_age_ns))
     return {
         "version": version,
         "uptime_seconds": uptime_seconds,
-        "callbacks": {name: counts["outcomes"].get(name, 0) for name in _OUTCOMES},
+        "callbacks": {name: counts["outcomes"].get(name, 0) for name in DELIVERY_OUTCOMES},
         "out_of_order": counts["out_of_order"],
         **_holdings(counts),
     }
@@ -116,10 +121,12 @@ def status(
 
 def counts(store: Store, now_ns: int, *, stuck_age_ns: int) -> dict[str, Any]:
     """What /metrics exposes: the totals of `status`, callbacks and out of order per kind."""
-    summary = store.summary(format_ns(now_ns - stuck_age_ns))
+    summary = store.summary(_quiet_since(now_ns, stuck_age_ns))
     by_kind: dict[str, dict[str, int]] = summary["by_kind"]
     return {
-        "callbacks": {kind: {name: n[name] for name in _OUTCOMES} for kind, n in by_kind.items()},
+        "callbacks": {
+            kind: {name: n[name] for name in DELIVERY_OUTCOMES} for kind, n in by_kind.items()
+        },
         "out_of_order": {kind: n["out_of_order"] for kind, n in by_kind.items()},
         "quarantined_requests": summary["quarantined_requests"],
         **_holdings(summary),

@@ -31,10 +31,7 @@ def require_callback_token(request: HTTPConnection, token: str | None) -> None:
 
 
 def require_read_token(request: HTTPConnection, token: str | None) -> None:
-    if token is None:
-        return
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not _same(value.strip(), token):
+    if token is not None and not _bearer_is(request, token):
         raise Unauthorized("a valid read token is required (Authorization: Bearer)")
 
 
@@ -48,6 +45,10 @@ def may_read(request: HTTPConnection, token: str | None, now: float) -> bool:
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie is not None and valid_session(cookie, token, now):
         return True
+    return _bearer_is(request, token)
+
+
+def _bearer_is(request: HTTPConnection, token: str) -> bool:
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     return scheme.lower() == "bearer" and _same(value.strip(), token)
 
