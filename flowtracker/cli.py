@@ -84,6 +84,15 @@ main.add_command(simulate_command)
     help="plain text, or one JSON object per line for machines.  "
     "[default: plain, or FLOWTRACKER_LOG_FORMAT]",
 )
+@click.option(
+    "--writer",
+    "writer_mode",
+    type=click.Choice(["process", "thread"]),
+    default="process",
+    show_default=True,
+    help="Where callbacks are parsed and stored: one writer process for all workers, "
+    "so HTTP and storage run on separate cores; or a thread in each worker.",
+)
 def serve(
     db_path: str,
     host: str,
@@ -93,6 +102,7 @@ def serve(
     no_access_log: bool,
     no_callback_log: bool,
     log_format: str | None,
+    writer_mode: str,
 ) -> None:
     """Run the HTTP service (uvicorn) on the database.
 
@@ -100,6 +110,8 @@ def serve(
     endpoints, FLOWTRACKER_READ_TOKEN for the read API. Without them the service is open.
     """
     import uvicorn
+
+    from .writer import WRITER_SOCKET, WriterProcess
 
     try:
         settings = Settings.from_env(
@@ -109,16 +121,47 @@ def serve(
     except (SettingsError, FlowtrackerError) as error:
         raise click.ClickException(str(error)) from None
     os.environ.update(settings.to_env())  # uvicorn's worker processes read them back
-    uvicorn.run(
-        "flowtracker.web:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=not no_access_log,
-        log_config=_log_config(settings.log_format, callback_log=not no_callback_log),
-        timeout_graceful_shutdown=30,
-    )
+    os.environ.pop(WRITER_SOCKET, None)
+    writer = WriterProcess(os.environ) if writer_mode == "process" else None
+    if writer is not None:
+        try:
+            writer.start()
+        except (OSError, RuntimeError) as error:
+            writer.stop()
+            raise click.ClickException(str(error)) from None
+        os.environ[WRITER_SOCKET] = writer.socket_path
+    try:
+        uvicorn.run(
+            "flowtracker.web:app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=not no_access_log,
+            log_config=_log_config(settings.log_format, callback_log=not no_callback_log),
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        # After uvicorn has answered its last request. (On SIGTERM uvicorn ends this
+        # process itself once it is done; the writer then sees its stdin close.)
+        if writer is not None:
+            writer.stop()
+
+
+@main.command(hidden=True)
+@click.option("--socket", "socket_path", required=True, help="The Unix socket to listen on.")
+def writer(socket_path: str) -> None:
+    """The writer process that `serve` runs; settings come from FLOWTRACKER_* variables."""
+    import logging.config
+
+    from .writer import run_writer
+
+    try:
+        settings = Settings.from_env(os.environ)
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
+    logging.config.dictConfig(_log_config(settings.log_format))
+    run_writer(settings, socket_path)
 
 
 def _log_config(log_format: str = "plain", *, callback_log: bool = True) -> dict[str, Any]:

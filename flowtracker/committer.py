@@ -1,5 +1,9 @@
-"""Group commit: one writer thread owns the database writes; the callbacks that arrive
-while it is busy are stored together in its next transaction.
+"""Group commit: one writer owns the database writes; the callbacks that arrive while it
+is busy are stored together in its next transaction.
+
+The writer is a thread, so that the event loop goes on serving HTTP meanwhile; or, with
+`inline=True`, the event loop itself, in the writer process (`flowtracker.writer`), whose
+loop has nothing else to do: callbacks that arrive during a commit wait in its socket.
 
 Every caller awaits its own receipt, which is handed over only after the commit that
 holds its callback. Under load a batch grows to whatever arrived during the last commit
@@ -27,8 +31,16 @@ T = TypeVar("T")
 class GroupCommitter:
     """Batches `submit` calls from one event loop into `Pipeline.ingest` transactions."""
 
-    def __init__(self, pipeline: Pipeline, *, max_batch: int = 500, max_wait: float = 0.0):
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        max_batch: int = 500,
+        max_wait: float = 0.0,
+        inline: bool = False,
+    ):
         self.pipeline = pipeline
+        self.inline = inline
         self.max_batch = max_batch
         self.max_wait = max_wait
         self._queue: list[tuple[Callback, asyncio.Future[Receipt]]] = []
@@ -53,6 +65,8 @@ class GroupCommitter:
         """Run another write (the quarantine, the health probe) on the writer thread."""
         if self._stopping and self._task is not None and self._task.done():
             raise StorageUnavailable("the service is shutting down; deliver it again")
+        if self.inline:
+            return function(*args)
         return await asyncio.get_running_loop().run_in_executor(self._writer, function, *args)
 
     async def stop(self) -> None:

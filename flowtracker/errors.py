@@ -32,6 +32,11 @@ class FlowtrackerError(Exception):
         self.message = message
         self.details = details
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as it is, whatever the subclass's __init__ takes: the writer process
+        # sends errors back to the HTTP workers (flowtracker.writer).
+        return _rebuilt, (type(self), self.message, self.details), self.__dict__
+
     def to_dict(self) -> dict[str, Any]:
         """The one error shape of the API: {"error": {"code", "message", "details"}}."""
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
@@ -98,3 +103,9 @@ class StorageUnavailable(FlowtrackerError):
     """The database cannot take the write now; nothing was written, the sender should retry."""
 
     status, code = 503, "storage_unavailable"
+
+
+def _rebuilt(cls: type[FlowtrackerError], message: str, details: Any) -> FlowtrackerError:
+    error = cls.__new__(cls)
+    FlowtrackerError.__init__(error, message, details)
+    return error

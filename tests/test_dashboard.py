@@ -14,6 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from flowtracker.parsing import parse_flow
+from flowtracker.pipeline import Pipeline
 from flowtracker.settings import Settings
 from flowtracker.web import create_app
 from flowtracker.web.auth import SESSION_COOKIE, SESSION_SECONDS, session_cookie, valid_session
@@ -467,7 +468,7 @@ def test_the_header_box_finds_instances_and_documents(client: TestClient) -> Non
 
 def test_the_overview_takes_its_pulse_before_its_data(client: TestClient) -> None:
     store = client.app.state.runtime.store
-    pipeline = client.app.state.runtime.pipeline
+    pipeline = Pipeline(store)
     read = store.received_since
 
     def with_a_callback_meanwhile(minute: str) -> dict[str, int]:

@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
@@ -15,31 +16,34 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
-from ..committer import GroupCommitter
 from ..errors import (
     FlowtrackerError,
-    MethodNotAllowed,
     NotFound,
-    PayloadTooLarge,
-    RequestTimeout,
-    StorageUnavailable,
 )
+from ..intake import Intake, LocalIntake
 from ..metrics import StoreCollector, request_latency
 from ..pipeline import Pipeline
 from ..settings import Settings
 from ..sqlite_store import SQLiteStore
+from ..writer import WRITER_SOCKET, RemoteIntake
 from . import callbacks, dashboard, metrics, reads, session
 from .auth import RedactTokens
 from .openapi import openapi_document
+from .responses import error_response, internal_error, not_allowed
 from .runtime import Runtime
 from .templating import templates
 
 log = logging.getLogger("flowtracker")
 
 
-def create_app(settings: Settings) -> Starlette:
-    """The flowtracker service for these settings; the database opens when it starts."""
+def create_app(settings: Settings, *, writer_socket: str | None = None) -> Starlette:
+    """The flowtracker service for these settings; the database opens when it starts.
+
+    Callbacks are stored by the writer process listening on `writer_socket` when one is
+    given (as `flowtracker serve` does), else on a writer thread of this process.
+    """
     registry = CollectorRegistry()  # the app's own: several apps in one process never clash
 
     @asynccontextmanager
@@ -49,21 +53,27 @@ def create_app(settings: Settings) -> Starlette:
             durability=settings.durability,
             busy_timeout_ms=settings.busy_timeout_ms,
         )
-        pipeline = Pipeline(store)
-        committer = GroupCommitter(
-            pipeline, max_batch=settings.batch_max, max_wait=settings.batch_wait_ms / 1000
-        )
-        committer.start()
+        intake: Intake
+        if writer_socket is not None:
+            intake = RemoteIntake(writer_socket)
+        else:
+            intake = local = LocalIntake(
+                store,
+                Pipeline(store),
+                max_batch=settings.batch_max,
+                max_wait=settings.batch_wait_ms / 1000,
+            )
+            local.start()
         collector = StoreCollector(store, settings.stuck_age_seconds)
         registry.register(collector)
-        app.state.runtime = Runtime(settings, store, pipeline, committer, registry=registry)
+        app.state.runtime = Runtime(settings, store, intake, registry=registry)
         _warn_when_open(settings)
         try:
             yield
         finally:
             registry.unregister(collector)
             try:
-                await committer.stop()
+                await intake.stop()
             finally:
                 store.close()
 
@@ -73,8 +83,6 @@ def create_app(settings: Settings) -> Starlette:
         return JSONResponse(document)
 
     routes = [
-        Route("/callbacks/flow", callbacks.flow_callback, methods=["POST"]),
-        Route("/callbacks/document", callbacks.document_callback, methods=["POST"]),
         Route("/instances", reads.instances, methods=["GET"]),
         Route("/instances/{instance_id}", reads.instance, methods=["GET"]),
         Route("/documents", reads.documents, methods=["GET"]),
@@ -87,10 +95,12 @@ def create_app(settings: Settings) -> Starlette:
         Route("/openapi.json", openapi, methods=["GET"]),
         *_dashboard_routes(),
     ]
-    app = Starlette(
+    latency = metrics.LatencySeries(request_latency(registry))
+    app = _Service(
+        latency,
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(metrics.RequestTimer, histogram=request_latency(registry))],
+        middleware=[Middleware(metrics.RequestTimer, latency=latency)],
         exception_handlers={
             FlowtrackerError: _error,
             HTTPException: _http_error,
@@ -101,6 +111,17 @@ def create_app(settings: Settings) -> Starlette:
     app.router.redirect_slashes = False
     app.state.templates = templates()
     return app
+
+
+class _Service(Starlette):
+    """Starlette, with the callback endpoints in front of its middleware and router."""
+
+    def __init__(self, latency: metrics.LatencySeries, **options: Any) -> None:
+        super().__init__(**options)
+        self.latency = latency
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return callbacks.CallbackEndpoints(super().build_middleware_stack(), self.latency)
 
 
 def _dashboard_routes() -> list[Route | Mount]:
@@ -126,22 +147,14 @@ def _dashboard_routes() -> list[Route | Mount]:
 
 def app_from_environment() -> Starlette:
     """The app factory uvicorn's workers call: settings from FLOWTRACKER_* variables."""
-    return create_app(Settings.from_env(os.environ))
+    return create_app(
+        Settings.from_env(os.environ), writer_socket=os.environ.get(WRITER_SOCKET) or None
+    )
 
 
 async def _error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FlowtrackerError)
-    headers = {}
-    if isinstance(exc, StorageUnavailable):
-        runtime = getattr(request.app.state, "runtime", None)
-        retry = runtime.settings.retry_after_seconds if runtime else 30
-        headers["Retry-After"] = str(retry)
-        log.error("storage unavailable on %s %s: %s", request.method, request.url.path, exc)
-    elif exc.status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="flowtracker"'
-    elif isinstance(exc, PayloadTooLarge | RequestTimeout):
-        headers["Connection"] = "close"  # the rest of the body is not worth receiving
-    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+    return error_response(request, exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -149,14 +162,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 405:
         # Starlette keeps a route's methods in a set: sort them for a stable answer.
         allowed = sorted((exc.headers or {}).get("Allow", "").replace(" ", "").split(","))
-        error: FlowtrackerError = MethodNotAllowed(
-            f"{request.method} is not allowed on {request.url.path} "
-            f"(allowed: {', '.join(allowed)})",
-            {"allowed": allowed},
-        )
-        response = await _error(request, error)
-        response.headers["Allow"] = ", ".join(allowed)
-        return response
+        return error_response(request, not_allowed(request, allowed))
     if exc.status_code == 404:
         return await _error(request, NotFound(f"no such path: {request.url.path}"))
     body = {"error": {"code": "http_error", "message": exc.detail, "details": None}}
@@ -164,9 +170,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
-    body = {"error": {"code": "internal_error", "message": "internal error", "details": None}}
-    return JSONResponse(body, status_code=500)
+    return internal_error(request)
 
 
 def _warn_when_open(settings: Settings) -> None:

@@ -1,8 +1,16 @@
-"""The callback endpoints: authenticate, read within the limit, parse, ingest, answer.
+"""The callback endpoints, `POST /callbacks/flow` and `POST /callbacks/document`:
+authenticate, read the body within the limit, hand it to the intake, answer.
 
-A well-formed callback is answered 200 with its receipt only after the transaction that
-holds it has committed. A malformed one is quarantined, then answered with its error.
-Each callback, taken or refused, makes one line on the `flowtracker.callbacks` logger.
+The intake parses and stores (`flowtracker.intake`). A well-formed callback is answered
+200 with its receipt only after the transaction that holds it has committed. A malformed
+one is quarantined, then answered with its error. Each callback, taken or refused, makes
+one line on the `flowtracker.callbacks` logger.
+
+They are the service's hot path, so they run as plain ASGI in front of Starlette's
+middleware and router (`CallbackEndpoints`): per callback that saves about as much
+event-loop time as Starlette itself spends on a request (docs/performance.md). Errors are
+answered as everywhere else (`responses.error_response`), and the latency histogram
+counts them as Starlette's routes are counted.
 """
 
 from __future__ import annotations
@@ -10,65 +18,75 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import FlowtrackerError, MalformedCallback
-from ..events import Callback, Kind
-from ..parsing import parse_document, parse_flow
+from ..events import Kind
+from ..intake import Delivery
 from ..pipeline import Receipt
-from ..storage import Quarantined
-from ..timestamps import format_ns
 from .auth import require_callback_token
 from .body import read_body
+from .metrics import LatencySeries
+from .responses import error_response, internal_error, not_allowed
 from .runtime import runtime
 
-Parser = Callable[[bytes, str], Callback]
+ROUTES: dict[str, Kind] = {"/callbacks/flow": "flow", "/callbacks/document": "document"}
 
 log = logging.getLogger("flowtracker.callbacks")
 _TAKEN = "callback kind=%s id=%s outcome=%s out_of_order=%s latency_ms=%.1f"
 _REFUSED = _TAKEN + " status=%d code=%s"
 
 
-async def flow_callback(request: Request) -> JSONResponse:
-    return await _callback(request, parse_flow, "flow")
+class CallbackEndpoints:
+    """ASGI: the callback routes itself, every other request to `app` (Starlette's stack)."""
+
+    def __init__(self, app: ASGIApp, latency: LatencySeries) -> None:
+        self.app = app
+        self.latency = latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = scope["path"][len(scope.get("root_path", "")) :] if scope["type"] == "http" else ""
+        kind = ROUTES.get(route)
+        if kind is None:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request = Request(scope, receive)
+        response = await _answer(request, kind, route, started)
+        await response(scope, receive, send)
+        elapsed = time.perf_counter() - started
+        self.latency.observe(route, scope["method"], response.status_code, elapsed)
 
 
-async def document_callback(request: Request) -> JSONResponse:
-    return await _callback(request, parse_document, "document")
-
-
-async def _callback(request: Request, parse: Parser, kind: Kind) -> JSONResponse:
-    started = time.perf_counter()
+async def _answer(request: Request, kind: Kind, route: str, started: float) -> JSONResponse:
+    if request.method != "POST":
+        return error_response(request, not_allowed(request, ["POST"]))
     try:
-        receipt = await _take(request, parse)
+        receipt = await _take(request, kind, route)
+    except FlowtrackerError as error:
+        if log.isEnabledFor(logging.WARNING):
+            _log_refused(kind, error, time.perf_counter() - started)
+        return error_response(request, error)
     except Exception as error:
         if log.isEnabledFor(logging.WARNING):
             _log_refused(kind, error, time.perf_counter() - started)
-        raise
+        return internal_error(request)
     if log.isEnabledFor(logging.INFO):
         _log_taken(receipt, time.perf_counter() - started)
     return JSONResponse(receipt.to_dict())
 
 
-async def _take(request: Request, parse: Parser) -> Receipt:
+async def _take(request: Request, kind: Kind, route: str) -> Receipt:
     run = runtime(request)
     require_callback_token(request, run.settings.callback_token)
     body, cut_short = await read_body(
         request, run.settings.max_body, run.settings.body_timeout_seconds
     )
     content_type = request.headers.get("content-type", "")
-    try:
-        if cut_short is not None:
-            raise cut_short
-        callback = parse(body, content_type)
-    except MalformedCallback as error:
-        kept = Quarantined(body, content_type, error.to_dict()["error"], f"POST {request.url.path}")
-        await run.committer.run(run.store.quarantine, kept, format_ns(run.pipeline.clock()))
-        raise
-    return await run.committer.submit(callback)
+    return await run.intake.take(Delivery(kind, body, content_type, f"POST {route}", cut_short))
 
 
 def _log_taken(receipt: Receipt, seconds: float) -> None:

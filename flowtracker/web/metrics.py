@@ -28,14 +28,31 @@ async def metrics(request: Request) -> Response:
     return Response(body, media_type=CONTENT_TYPE)
 
 
-class RequestTimer:
-    """Pure ASGI middleware: observes the duration of each HTTP request in `histogram`,
-    labelled by route template (never the raw path), method and status class."""
+class LatencySeries:
+    """The latency histogram's series by (route template, method, status class), made once
+    each: `labels()` validates and locks, which is too slow for every request."""
 
-    def __init__(self, app: ASGIApp, histogram: Histogram) -> None:
-        self.app = app
+    def __init__(self, histogram: Histogram) -> None:
         self.histogram = histogram
         self._series: dict[tuple[str, str, int], Histogram] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        method = method if method in _METHODS else "other"
+        key = (route, method, status // 100)
+        series = self._series.get(key)
+        if series is None:
+            template = _CONVERTOR.sub("}", route)  # {document_id:path} as {document_id}
+            series = self._series[key] = self.histogram.labels(template, method, f"{key[2]}xx")
+        series.observe(seconds)
+
+
+class RequestTimer:
+    """Pure ASGI middleware: observes the duration of each HTTP request in `latency`,
+    labelled by route template (never the raw path), method and status class."""
+
+    def __init__(self, app: ASGIApp, latency: LatencySeries) -> None:
+        self.app = app
+        self.latency = latency
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,15 +70,6 @@ class RequestTimer:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            self._series_of(scope, status).observe(perf_counter() - started)
-
-    def _series_of(self, scope: Scope, status: int) -> Histogram:
-        # The router leaves the matched route in the scope; no route: no path matched.
-        route = getattr(scope.get("route"), "path", "unmatched")
-        method = scope["method"] if scope["method"] in _METHODS else "other"
-        key = (route, method, status // 100)
-        series = self._series.get(key)
-        if series is None:  # labels() validates and locks: once per series, not per request
-            template = _CONVERTOR.sub("}", route)  # {document_id:path} as {document_id}
-            series = self._series[key] = self.histogram.labels(template, method, f"{key[2]}xx")
-        return series
+            # The router leaves the matched route in the scope; no route: no path matched.
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.latency.observe(route, scope["method"], status, perf_counter() - started)

@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 from starlette.requests import HTTPConnection
 
-from ..committer import GroupCommitter
-from ..pipeline import Pipeline
+from ..intake import Intake
 from ..settings import Settings
 from ..storage import Store
 
@@ -18,8 +17,7 @@ from ..storage import Store
 class Runtime:
     settings: Settings
     store: Store
-    pipeline: Pipeline
-    committer: GroupCommitter
+    intake: Intake  # where callbacks go: this process's committer, or the writer process
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)  # /metrics
     started: float = field(default_factory=time.monotonic)
 

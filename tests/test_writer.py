@@ -1,0 +1,186 @@
+"""The writer process: workers hand it callback bodies over a Unix socket, it parses,
+quarantines or commits them, and answers; `serve` starts it, restarts it, and stops it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+from flowtracker import errors
+from flowtracker.errors import InvalidEvent, PayloadTooLarge, StorageUnavailable
+from flowtracker.intake import Delivery
+from flowtracker.writer import RemoteIntake, WriterProcess
+from tests.conftest import INSTANCE, flow
+from tests.server import serving
+
+JSON = "application/json"
+
+
+def delivery(body: bytes, cut_short: errors.MalformedCallback | None = None) -> Delivery:
+    return Delivery("flow", body, JSON, "POST /callbacks/flow", cut_short)
+
+
+def test_every_error_crosses_the_socket_as_it_was() -> None:
+    made = [
+        errors.InvalidJSON("not JSON", {"line": 1}),
+        errors.PayloadTooLarge("too big", {"limit": 10}),
+        errors.InvalidEvent({"type": "required", "version": "must be a whole number"}),
+        errors.InvalidQuery({"limit": "too big"}),
+        errors.StorageUnavailable("disk full"),
+    ]
+    for error in made:
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error)
+        assert (copy.to_dict(), str(copy), copy.__dict__) == (
+            error.to_dict(),
+            str(error),
+            error.__dict__,
+        )
+
+
+@pytest.fixture
+def writer(db_path: Path) -> Iterator[WriterProcess]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FLOWTRACKER_")}
+    process = WriterProcess({**environment, "FLOWTRACKER_DB": str(db_path)})
+    process.start()
+    yield process
+    process.stop()
+
+
+def rows(db_path: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_callbacks_are_committed_before_their_receipts(
+    writer: WriterProcess, db_path: Path
+) -> None:
+    async def scenario() -> list[str]:
+        intake = RemoteIntake(writer.socket_path)
+        bodies = [flow("custom", n) for n in range(20)]
+        receipts = await asyncio.gather(*(intake.take(delivery(b)) for b in bodies))
+        again = await intake.take(delivery(bodies[3]))
+        await intake.ping()
+        await intake.stop()
+        return [r.outcome for r in [*receipts, again]]
+
+    assert asyncio.run(scenario()) == ["applied"] * 20 + ["duplicate"]
+    assert rows(db_path, "SELECT COUNT(*), SUM(deliveries) FROM flow_events") == [(20, 21)]
+    assert rows(db_path, "SELECT id, state FROM instances") == [(INSTANCE, "in_progress")]
+
+
+def test_malformed_callbacks_are_quarantined_and_answered_with_their_error(
+    writer: WriterProcess, db_path: Path
+) -> None:
+    async def scenario() -> list[BaseException]:
+        intake = RemoteIntake(writer.socket_path)
+        too_big = PayloadTooLarge("the body is over the limit of 5 bytes", {"limit": 5})
+        answers = await asyncio.gather(
+            intake.take(delivery(b'{"type": "custom"}')),
+            intake.take(delivery(b"12345", too_big)),
+            return_exceptions=True,
+        )
+        await intake.stop()
+        return [answer for answer in answers if isinstance(answer, BaseException)]
+
+    invalid, too_big = asyncio.run(scenario())
+    assert isinstance(invalid, InvalidEvent) and invalid.problems["version"] == "required"
+    assert isinstance(too_big, PayloadTooLarge) and too_big.details == {"limit": 5}
+    kept = rows(db_path, "SELECT body, source FROM quarantine ORDER BY body")
+    assert kept == [
+        (b"12345", "POST /callbacks/flow"),
+        (b'{"type": "custom"}', "POST /callbacks/flow"),
+    ]
+
+
+def test_a_writer_that_dies_is_started_again(writer: WriterProcess, db_path: Path) -> None:
+    async def scenario() -> list[str]:
+        intake = RemoteIntake(writer.socket_path)
+        first = await intake.take(delivery(flow("custom", 1)))
+        assert writer.process is not None
+        dead = writer.process
+        dead.kill()
+        outcomes = [first.outcome]
+        deadline = time.monotonic() + 30
+        while len(outcomes) < 2:  # 503 until the new writer listens, then taken
+            try:
+                outcomes.append((await intake.take(delivery(flow("custom", 2)))).outcome)
+            except StorageUnavailable:
+                assert time.monotonic() < deadline, "the writer was not started again"
+                await asyncio.sleep(0.05)
+        assert writer.process is not dead
+        await intake.stop()
+        return outcomes
+
+    assert asyncio.run(scenario()) == ["applied", "applied"]
+    assert rows(db_path, "SELECT COUNT(*) FROM flow_events") == [(2,)]
+
+
+def test_no_writer_is_a_503_not_a_hang(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        await RemoteIntake(str(tmp_path / "nobody.sock")).take(delivery(flow("custom", 1)))
+
+    with pytest.raises(StorageUnavailable, match="the writer process does not answer"):
+        asyncio.run(scenario())
+
+
+def test_stop_lets_the_writer_finish_and_cleans_up(writer: WriterProcess) -> None:
+    assert os.path.exists(writer.socket_path)
+    assert writer.stop() == 0
+    assert not os.path.exists(writer.directory)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(
+                line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line
+            )
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            found.append(int(fields["Pid"]))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_the_writer_goes_when_serve_is_killed(tmp_path: Path) -> None:
+    with serving(tmp_path / "killed.db") as server:
+        response = httpx.post(
+            server.url + "/callbacks/flow",
+            content=flow("custom", 1),
+            headers={"content-type": JSON},
+        )
+        assert response.status_code == 200
+        children = _children(server.process.pid)
+        assert children, "serve runs its writer as a child process"
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait()
+        deadline = time.monotonic() + 30
+        while any(Path(f"/proc/{pid}").exists() for pid in children):
+            assert time.monotonic() < deadline, "the writer outlived serve"
+            time.sleep(0.05)
+    assert rows(tmp_path / "killed.db", "SELECT COUNT(*) FROM flow_events") == [(1,)]
+
+
+@pytest.mark.slow
+def test_serve_can_store_on_a_thread_of_each_worker(tmp_path: Path) -> None:
+    with serving(tmp_path / "thread.db", "--writer", "thread") as server:
+        assert _children(server.process.pid) == []
+        response = httpx.post(
+            server.url + "/callbacks/flow",
+            content=flow("custom", 1),
+            headers={"content-type": JSON},
+        )
+        assert response.json()["outcome"] == "applied"
