@@ -54,12 +54,16 @@ class GroupCommitter:
 
     async def submit(self, callback: Callback) -> Receipt:
         """Store one callback; returns its receipt once its transaction has committed."""
+        return await self.enqueue(callback)
+
+    def enqueue(self, callback: Callback) -> asyncio.Future[Receipt]:
+        """`submit` without a coroutine: the future of the receipt."""
         if self._stopping:
             raise StorageUnavailable("the service is shutting down; deliver it again")
         future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
         self._queue.append((callback, future))
         self._wakeup.set()
-        return await future
+        return future
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """Run another write (the quarantine, the health probe) on the writer thread."""

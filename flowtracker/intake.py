@@ -9,6 +9,7 @@ a writer process next to its workers instead (`flowtracker.writer`): each worker
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -71,18 +72,25 @@ class LocalIntake:
         self.committer.start()
 
     async def take(self, delivery: Delivery) -> Receipt:
+        return await self.take_soon(delivery)
+
+    def take_soon(self, delivery: Delivery) -> asyncio.Future[Receipt]:
+        """`take` without a coroutine, for the writer process: the receipt's future."""
         try:
             if delivery.cut_short is not None:
                 raise delivery.cut_short
-            callback: Callback = PARSERS[delivery.kind](delivery.body, delivery.content_type)
+            callback = PARSERS[delivery.kind](delivery.body, delivery.content_type)
         except MalformedCallback as error:
-            kept = Quarantined(
-                delivery.body, delivery.content_type, error.to_dict()["error"], delivery.source
-            )
-            now = format_ns(self.pipeline.clock())
-            await self.committer.run(self.store.quarantine, kept, now)
-            raise
-        return await self.committer.submit(callback)
+            return asyncio.ensure_future(self._quarantine(delivery, error))
+        return self.committer.enqueue(callback)
+
+    async def _quarantine(self, delivery: Delivery, error: MalformedCallback) -> Receipt:
+        """Keeps the request, then raises its error."""
+        kept = Quarantined(
+            delivery.body, delivery.content_type, error.to_dict()["error"], delivery.source
+        )
+        await self.committer.run(self.store.quarantine, kept, format_ns(self.pipeline.clock()))
+        raise error
 
     async def ping(self) -> None:
         await self.committer.run(self.store.ping)

@@ -99,14 +99,23 @@ class SQLiteTransaction:
     def put_subjects(self, kind: Kind, subjects: Sequence[Subject]) -> None:
         shown = SHOWN if kind == "document" else ()
         names = (*_SUBJECT_COLUMNS, *shown)
+        rows = {s.id: (s.id, s.state, s.anomalies, s.events, s.first_at, s.first_ns, s.last_at,
+                       s.last_ns, s.last[0][0], s.last[0][1], s.last[1], s.last_received_at,
+                       *(s.shown.get(name) for name in shown)) for s in subjects}  # fmt: skip
         self.conn.executemany(
             f"INSERT INTO {SUBJECTS[kind]} ({', '.join(names)}) "
             f"VALUES ({', '.join('?' * len(names))}) ON CONFLICT (id) DO UPDATE SET "
             + ", ".join(f"{name} = excluded.{name}" for name in names[1:]),
-            [(s.id, s.state, s.anomalies, s.events, s.first_at, s.first_ns, s.last_at,
-              s.last_ns, s.last[0][0], s.last[0][1], s.last[1], s.last_received_at,
-              *(s.shown.get(name) for name in shown)) for s in subjects],
-        )  # fmt: skip
+            [rows[s.id] for s in subjects if s.state != s.stored_state],
+        )
+        # Most events leave the state as it was. Not writing it then leaves the
+        # (state, ...) indexes alone: about one page fewer to write per event.
+        self.conn.executemany(
+            f"UPDATE {SUBJECTS[kind]} SET "
+            + ", ".join(f"{name} = ?" for name in names[2:])
+            + " WHERE id = ?",
+            [(*rows[s.id][2:], s.id) for s in subjects if s.state == s.stored_state],
+        )
 
     def bump(self, deltas: Mapping[str, int]) -> None:
         self.conn.executemany(

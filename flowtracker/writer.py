@@ -109,32 +109,41 @@ class _Worker(_Framed):
 
     gather = True
 
-    def __init__(self, intake: LocalIntake, tasks: set[asyncio.Task[None]]) -> None:
+    def __init__(self, intake: LocalIntake, pending: set[asyncio.Future[Any]]) -> None:
         super().__init__()
-        self.intake, self.tasks = intake, tasks
+        self.intake, self.pending = intake, pending
 
     def received(self, message: Any) -> None:
         request_id, fields = message
-        delivery = None if fields is None else Delivery(*fields)
-        task = asyncio.get_running_loop().create_task(self._answer(request_id, delivery))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _answer(self, request_id: int, delivery: Delivery | None) -> None:
+        # No task per callback: the answer goes out from the receipt's future.
+        answer: asyncio.Future[Any]
         try:
-            if delivery is None:
-                await self.intake.ping()
-                result: Any = None
+            if fields is None:
+                answer = asyncio.ensure_future(self.intake.ping())
             else:
-                r = await self.intake.take(delivery)
-                result = (r.outcome, r.out_of_order, r.reason, r.kind, r.subject_id, r.state)
-        except FlowtrackerError as error:
+                answer = self.intake.take_soon(Delivery(*fields))
+        except StorageUnavailable as error:  # stopping: the worker answers 503
             self.send((request_id, False, error))
-        except Exception:
-            log.exception("a callback could not be stored")
+            return
+        answer.add_done_callback(lambda done: self._answer(request_id, done))
+        self.pending.add(answer)
+        answer.add_done_callback(self.pending.discard)
+
+    def _answer(self, request_id: int, done: asyncio.Future[Any]) -> None:
+        error = None if done.cancelled() else done.exception()
+        if done.cancelled():
+            self.send((request_id, False, StorageUnavailable(_GONE)))
+        elif isinstance(error, FlowtrackerError):
+            self.send((request_id, False, error))
+        elif error is not None:
+            log.error("a callback could not be stored", exc_info=error)
             self.send((request_id, False, None))
         else:
-            self.send((request_id, True, result))
+            r = done.result()
+            receipt = None if r is None else (
+                r.outcome, r.out_of_order, r.reason, r.kind, r.subject_id, r.state
+            )  # fmt: skip
+            self.send((request_id, True, receipt))
 
 
 def run_writer(settings: Settings, socket_path: str) -> None:
@@ -160,16 +169,16 @@ async def _serve(settings: Settings, socket_path: str) -> None:
             inline=True,
         )
         intake.start()
-        tasks: set[asyncio.Task[None]] = set()
-        server = await loop.create_unix_server(lambda: _Worker(intake, tasks), socket_path)
+        pending: set[asyncio.Future[Any]] = set()
+        server = await loop.create_unix_server(lambda: _Worker(intake, pending), socket_path)
         closed = loop.create_future()
         await loop.connect_read_pipe(lambda: _Closing(closed), sys.stdin)
         sys.stdout.buffer.write(READY)
         sys.stdout.buffer.flush()
         await closed
         server.close()
-        while tasks:  # what the workers handed over is committed and answered
-            await asyncio.gather(*tasks, return_exceptions=True)
+        while pending:  # what the workers handed over is committed and answered
+            await asyncio.gather(*pending, return_exceptions=True)
         await intake.stop()
     finally:
         store.close()

@@ -1,5 +1,7 @@
 """The ingest pipeline against a real SQLite file: dedup, order, refold, atomicity."""
 
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -288,5 +290,17 @@ def test_empty_batch_is_a_no_op(pipeline: Pipeline) -> None:
     assert pipeline.ingest([]) == []
 
 
-def test_the_writer_checkpoints_the_wal_every_ten_thousand_pages(store: SQLiteStore) -> None:
-    assert store._writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 10_000
+def test_the_wal_is_copied_back_by_the_checkpointer_not_by_commits(db_path: Path) -> None:
+    store = SQLiteStore(db_path, checkpoint_seconds=0.01)
+    try:
+        assert store._writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 100_000
+        before = db_path.stat().st_size
+        pipeline = Pipeline(store)
+        pipeline.ingest([parse_flow(flow("custom", n, str(uuid.UUID(int=n)))) for n in range(500)])
+        deadline = time.monotonic() + 30
+        while db_path.stat().st_size <= before:  # the pages reach the file only by a checkpoint
+            assert time.monotonic() < deadline, "nothing was checkpointed"
+            time.sleep(0.01)
+    finally:
+        store.close()
+    assert not store._checkpointer._thread.is_alive()
