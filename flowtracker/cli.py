@@ -154,6 +154,7 @@ def writer(socket_path: str) -> None:
     """The writer process that `serve` runs; settings come from FLOWTRACKER_* variables."""
     import logging.config
 
+    from .logs import lighten
     from .writer import run_writer
 
     try:
@@ -161,6 +162,7 @@ def writer(socket_path: str) -> None:
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
     logging.config.dictConfig(_log_config(settings.log_format))
+    lighten()
     run_writer(settings, socket_path)
 
 

@@ -23,6 +23,7 @@ from ..errors import (
     NotFound,
 )
 from ..intake import Intake, LocalIntake
+from ..logs import lighten
 from ..metrics import StoreCollector, request_latency
 from ..pipeline import Pipeline
 from ..settings import Settings
@@ -147,6 +148,7 @@ def _dashboard_routes() -> list[Route | Mount]:
 
 def app_from_environment() -> Starlette:
     """The app factory uvicorn's workers call: settings from FLOWTRACKER_* variables."""
+    lighten()
     return create_app(
         Settings.from_env(os.environ), writer_socket=os.environ.get(WRITER_SOCKET) or None
     )

@@ -20,7 +20,7 @@ import logging
 import time
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import FlowtrackerError, MalformedCallback
@@ -36,6 +36,8 @@ from .runtime import runtime
 ROUTES: dict[str, Kind] = {"/callbacks/flow": "flow", "/callbacks/document": "document"}
 
 log = logging.getLogger("flowtracker.callbacks")
+# As Starlette's JSONResponse renders, with one encoder instead of one per response.
+_RECEIPT_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _TAKEN = "callback kind=%s id=%s outcome=%s out_of_order=%s latency_ms=%.1f"
 _REFUSED = _TAKEN + " status=%d code=%s"
 
@@ -55,13 +57,22 @@ class CallbackEndpoints:
             return
         started = time.perf_counter()
         request = Request(scope, receive)
-        response = await _answer(request, kind, route, started)
-        await response(scope, receive, send)
-        elapsed = time.perf_counter() - started
-        self.latency.observe(route, scope["method"], response.status_code, elapsed)
+        answer = await _answer(request, kind, route, started)
+        if isinstance(answer, Receipt):
+            body = _RECEIPT_JSON.encode(answer.to_dict()).encode()
+            length = str(len(body)).encode()
+            headers = [(b"content-type", b"application/json"), (b"content-length", length)]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            status = 200
+        else:
+            await answer(scope, receive, send)
+            status = answer.status_code
+        self.latency.observe(route, scope["method"], status, time.perf_counter() - started)
 
 
-async def _answer(request: Request, kind: Kind, route: str, started: float) -> JSONResponse:
+async def _answer(request: Request, kind: Kind, route: str, started: float) -> Receipt | Response:
+    """The receipt, or the error response."""
     if request.method != "POST":
         return error_response(request, not_allowed(request, ["POST"]))
     try:
@@ -76,7 +87,7 @@ async def _answer(request: Request, kind: Kind, route: str, started: float) -> J
         return internal_error(request)
     if log.isEnabledFor(logging.INFO):
         _log_taken(receipt, time.perf_counter() - started)
-    return JSONResponse(receipt.to_dict())
+    return receipt
 
 
 async def _take(request: Request, kind: Kind, route: str) -> Receipt:
