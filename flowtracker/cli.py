@@ -111,6 +111,7 @@ def serve(
     """
     import uvicorn
 
+    from .web.app import SUPERVISOR
     from .writer import WRITER_SOCKET, WriterProcess
 
     try:
@@ -122,6 +123,9 @@ def serve(
         raise click.ClickException(str(error)) from None
     os.environ.update(settings.to_env())  # uvicorn's worker processes read them back
     os.environ.pop(WRITER_SOCKET, None)
+    os.environ.pop(SUPERVISOR, None)
+    if workers > 1:  # uvicorn's main process: its workers stop if it dies
+        os.environ[SUPERVISOR] = str(os.getpid())
     writer = WriterProcess(os.environ) if writer_mode == "process" else None
     if writer is not None:
         try:

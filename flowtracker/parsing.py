@@ -159,7 +159,7 @@ def _sealed(value: Any) -> bool | None:
 
 
 def _document_json(value: Any, problems: dict[str, str]) -> JSONObject | None:
-    if value is None:
+    if "document_json" in problems:  # missing: already said
         return None
     if isinstance(value, str):
         try:

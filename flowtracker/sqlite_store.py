@@ -34,7 +34,10 @@ from .storage import Quarantined, SubjectFilter
 log = logging.getLogger("flowtracker")
 Row = dict[str, Any]
 CHECKPOINT_SECONDS = 0.5  # how often the checkpointer copies the WAL back, when written
-BACKSTOP_PAGES = 100_000  # a WAL this long is checkpointed by the commit itself (400 MiB)
+# A WAL this long is checkpointed by the commit itself: the checkpointer's PASSIVE
+# checkpoints seldom catch up with a writer that never pauses, and only a complete one lets
+# the WAL start again from its beginning. Most pages have been copied back by then.
+BACKSTOP_PAGES = 10_000
 
 
 class SQLiteStore:

@@ -46,7 +46,10 @@ log = logging.getLogger("flowtracker")
 _HEADER = struct.Struct("!I")
 WRITER_SOCKET = "FLOWTRACKER_WRITER_SOCKET"  # how `serve` tells its workers where it is
 READY = b"ready\n"  # the writer's first line on stdout, once its socket listens
+_SOCKET_PATH_MAX = 100  # bytes: sun_path holds 104 to 108, by system
 _GONE = "the writer process went away; deliver it again"
+ANSWER_SECONDS = 60.0  # a request unanswered for one to two times this is answered 503
+_SLOW = f"the writer process did not answer within {ANSWER_SECONDS:g} s; deliver it again"
 
 
 class _Framed(asyncio.Protocol):
@@ -86,7 +89,11 @@ class _Framed(asyncio.Protocol):
         raise NotImplementedError
 
     def send(self, message: Any) -> None:
-        payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # an answer that cannot cross: a bare failure in its place
+            log.exception("a message to the other process could not be pickled")
+            payload = pickle.dumps((message[0], False, None))
         if not self.gather:
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.write(_HEADER.pack(len(payload)) + payload)
@@ -124,6 +131,10 @@ class _Worker(_Framed):
                 answer = self.intake.take_soon(Delivery(*fields))
         except StorageUnavailable as error:  # stopping: the worker answers 503
             self.send((request_id, False, error))
+            return
+        except Exception:  # a bug met by one request: it alone is answered 500
+            log.exception("a callback could not be taken")
+            self.send((request_id, False, None))
             return
         answer.add_done_callback(lambda done: self._answer(request_id, done))
         self.pending.add(answer)
@@ -208,6 +219,23 @@ class _Writer(_Framed):
         self.waiting: dict[int, asyncio.Future[Any]] = {}
         self.lost = False
         self._next = 0
+        self._overdue = 0  # requests numbered up to this were asked a sweep ago
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        asyncio.get_running_loop().call_later(ANSWER_SECONDS, self._sweep)
+
+    def _sweep(self) -> None:
+        """Fail what has waited a whole sweep, at least ANSWER_SECONDS: a writer that
+        hangs cannot hold a request for ever. A late answer is dropped (dedup makes the
+        sender's retry safe)."""
+        for request_id in [n for n in self.waiting if n <= self._overdue]:
+            future = self.waiting.pop(request_id)
+            if not future.done():
+                future.set_exception(StorageUnavailable(_SLOW))
+        self._overdue = self._next
+        if not self.lost:
+            asyncio.get_running_loop().call_later(ANSWER_SECONDS, self._sweep)
 
     def ask(self, delivery: Delivery | None) -> asyncio.Future[Any]:
         self._next += 1
@@ -222,8 +250,8 @@ class _Writer(_Framed):
 
     def received(self, message: Any) -> None:
         request_id, ok, value = message
-        future = self.waiting.pop(request_id)
-        if future.done():
+        future = self.waiting.pop(request_id, None)
+        if future is None or future.done():  # given up on (the sweep) or cancelled
             return
         if ok:
             future.set_result(value)
@@ -292,6 +320,10 @@ class WriterProcess:
         self.start_timeout = start_timeout
         self.directory = tempfile.mkdtemp(prefix="flowtracker-")  # mode 0700
         self.socket_path = os.path.join(self.directory, "writer.sock")
+        if len(self.socket_path.encode()) > _SOCKET_PATH_MAX:  # a long TMPDIR
+            os.rmdir(self.directory)
+            self.directory = tempfile.mkdtemp(prefix="flowtracker-", dir="/tmp")
+            self.socket_path = os.path.join(self.directory, "writer.sock")
         self.process: subprocess.Popen[bytes] | None = None
         self._spawned_at = 0.0
         self._stopping = threading.Event()
@@ -332,13 +364,14 @@ class WriterProcess:
         self.process, self._spawned_at = process, time.monotonic()
         assert process.stdout is not None
         ready = _read_line(process, self.start_timeout)
-        process.stdout.close()
         if ready != READY:
-            process.kill()
+            process.kill()  # first: its stdout can be closed only once nothing reads it
             process.wait()
+            process.stdout.close()
             raise RuntimeError(
                 f"the writer process did not start (exit status {process.returncode})"
             )
+        process.stdout.close()
 
     def _watch(self) -> None:
         delay = 0.1

@@ -3,7 +3,7 @@ from typing import Any
 
 import pytest
 
-from flowtracker.bodies import canonical_json
+from flowtracker.bodies import canonical_json, json_type
 from flowtracker.errors import (
     InvalidEvent,
     InvalidForm,
@@ -360,6 +360,16 @@ def test_invalid_document_callback_names_every_field(body: bytes, problems: dict
     with pytest.raises(InvalidEvent) as error:
         parse_document(body, FORM)
     assert error.value.problems == problems
+
+
+@pytest.mark.parametrize("value", [None, [], 7])
+def test_document_json_that_is_not_an_object_is_named(value: Any) -> None:
+    body = {"document_id": DOCUMENT, "document_signed_and_sealed": "true", "document_json": value}
+    with pytest.raises(InvalidEvent) as error:
+        parse_document(json.dumps(body).encode(), "application/json")
+    assert error.value.problems == {
+        "document_json": f"must be a JSON object, not {json_type(value)}"
+    }
 
 
 @pytest.mark.parametrize("body", [b"document_id=%ff", b"a=1&&&b", b"\xff=1"])

@@ -50,8 +50,9 @@ def test_bench_scale_prints_its_figures() -> None:
               "--workload", "1000", "--requests", "40")  # fmt: skip
     labels = [line.split(":")[0].split("  ")[0].strip() for line in out.splitlines()[2:]]
     assert labels == [
-        "database", "ingest, empty database", "ingest, big database", "GET /instances/{id}",
-        "GET /status", "GET /instances?state=in_progress", "server RSS",
+        "database", "page cache",
+        "ingest, empty database", "ingest, big database", "GET /instances/{id}",
+        "GET /status", "GET /instances?state=in_progress", "server RSS (with its writer)",
     ]  # fmt: skip
 
 

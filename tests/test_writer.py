@@ -9,6 +9,7 @@ import pickle
 import signal
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,12 +70,16 @@ def test_callbacks_are_committed_before_their_receipts(
         bodies = [flow("custom", n) for n in range(20)]
         receipts = await asyncio.gather(*(intake.take(delivery(b)) for b in bodies))
         again = await intake.take(delivery(bodies[3]))
+        for n in range(20, 25):  # each one already in the file when its receipt comes
+            await intake.take(delivery(flow("custom", n)))
+            stored = rows(db_path, "SELECT COUNT(*) FROM flow_events")
+            assert stored == [(n + 1,)]
         await intake.ping()
         await intake.stop()
         return [r.outcome for r in [*receipts, again]]
 
     assert asyncio.run(scenario()) == ["applied"] * 20 + ["duplicate"]
-    assert rows(db_path, "SELECT COUNT(*), SUM(deliveries) FROM flow_events") == [(20, 21)]
+    assert rows(db_path, "SELECT COUNT(*), SUM(deliveries) FROM flow_events") == [(25, 26)]
     assert rows(db_path, "SELECT id, state FROM instances") == [(INSTANCE, "in_progress")]
 
 
@@ -113,7 +118,8 @@ def test_a_writer_that_dies_is_started_again(writer: WriterProcess, db_path: Pat
         deadline = time.monotonic() + 30
         while len(outcomes) < 2:  # 503 until the new writer listens, then taken
             try:
-                outcomes.append((await intake.take(delivery(flow("custom", 2)))).outcome)
+                taken = await asyncio.wait_for(intake.take(delivery(flow("custom", 2))), 30)
+                outcomes.append(taken.outcome)
             except StorageUnavailable:
                 assert time.monotonic() < deadline, "the writer was not started again"
                 await asyncio.sleep(0.05)
@@ -123,6 +129,64 @@ def test_a_writer_that_dies_is_started_again(writer: WriterProcess, db_path: Pat
 
     assert asyncio.run(scenario()) == ["applied", "applied"]
     assert rows(db_path, "SELECT COUNT(*) FROM flow_events") == [(2,)]
+
+
+def test_a_request_that_trips_a_bug_fails_alone(writer: WriterProcess) -> None:
+    async def scenario() -> list[str]:
+        intake = RemoteIntake(writer.socket_path)
+        bogus = Delivery("bogus", b"{}", JSON, "POST /callbacks/bogus")  # type: ignore[arg-type]
+        answers = await asyncio.gather(
+            intake.take(delivery(flow("custom", 1))),
+            intake.take(bogus),
+            intake.take(delivery(flow("custom", 2))),
+            return_exceptions=True,
+        )
+        connection = intake._writer
+        after = await intake.take(delivery(flow("custom", 3)))
+        assert intake._writer is connection  # the same connection goes on
+        await intake.stop()
+        return [type(a).__name__ if isinstance(a, BaseException) else a.outcome
+                for a in [*answers, after]]  # fmt: skip
+
+    assert asyncio.run(scenario()) == ["applied", "RuntimeError", "applied", "applied"]
+
+
+def test_the_writer_outlives_a_sigterm_to_the_process_group(writer: WriterProcess) -> None:
+    assert writer.process is not None
+    writer.process.send_signal(signal.SIGTERM)
+    writer.process.send_signal(signal.SIGINT)
+
+    async def scenario() -> str:
+        intake = RemoteIntake(writer.socket_path)
+        taken = await asyncio.wait_for(intake.take(delivery(flow("custom", 1))), 30)
+        await intake.stop()
+        return taken.outcome
+
+    assert asyncio.run(scenario()) == "applied"
+    assert writer.process.poll() is None
+
+
+def test_what_is_in_flight_at_stop_is_committed_and_answered(
+    writer: WriterProcess, db_path: Path
+) -> None:
+    async def scenario() -> list[object]:
+        intake = RemoteIntake(writer.socket_path)
+        await intake.ping()  # connected
+        loop = asyncio.get_running_loop()
+        bodies = [flow("custom", n, str(uuid.UUID(int=n))) for n in range(300)]
+        bodies[::30] = [b'{"n": %d}' % n for n in range(10)]  # quarantined: a write each
+        takes = [asyncio.ensure_future(intake.take(delivery(body))) for body in bodies]
+        await asyncio.sleep(0)  # every request written to the socket
+        stopping = loop.run_in_executor(None, writer.stop)
+        answers = await asyncio.gather(*takes, return_exceptions=True)
+        assert await stopping == 0
+        return [type(a).__name__ if isinstance(a, BaseException) else a.outcome for a in answers]
+
+    answers = asyncio.run(scenario())
+    assert sorted(set(answers)) == ["InvalidEvent", "applied"]
+    assert answers.count("applied") == 290
+    assert rows(db_path, "SELECT COUNT(*) FROM flow_events") == [(290,)]
+    assert rows(db_path, "SELECT COUNT(*) FROM quarantine") == [(10,)]
 
 
 def test_no_writer_is_a_503_not_a_hang(tmp_path: Path) -> None:
@@ -137,6 +201,14 @@ def test_stop_lets_the_writer_finish_and_cleans_up(writer: WriterProcess) -> Non
     assert os.path.exists(writer.socket_path)
     assert writer.stop() == 0
     assert not os.path.exists(writer.directory)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; its parent is gone and init reaps it
 
 
 def _children(pid: int) -> list[int]:
@@ -155,8 +227,9 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
-def test_the_writer_goes_when_serve_is_killed(tmp_path: Path) -> None:
-    with serving(tmp_path / "killed.db") as server:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_the_writer_and_workers_go_when_serve_is_killed(tmp_path: Path, workers: str) -> None:
+    with serving(tmp_path / "killed.db", "--workers", workers) as server:
         response = httpx.post(
             server.url + "/callbacks/flow",
             content=flow("custom", 1),
@@ -168,8 +241,8 @@ def test_the_writer_goes_when_serve_is_killed(tmp_path: Path) -> None:
         server.process.send_signal(signal.SIGKILL)
         server.process.wait()
         deadline = time.monotonic() + 30
-        while any(Path(f"/proc/{pid}").exists() for pid in children):
-            assert time.monotonic() < deadline, "the writer outlived serve"
+        while alive := [pid for pid in children if _running(pid)]:
+            assert time.monotonic() < deadline, f"outlived serve: {alive}"
             time.sleep(0.05)
     assert rows(tmp_path / "killed.db", "SELECT COUNT(*) FROM flow_events") == [(1,)]
 

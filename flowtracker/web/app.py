@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -39,11 +41,14 @@ from .templating import templates
 log = logging.getLogger("flowtracker")
 
 
-def create_app(settings: Settings, *, writer_socket: str | None = None) -> Starlette:
+def create_app(
+    settings: Settings, *, writer_socket: str | None = None, supervisor: int | None = None
+) -> Starlette:
     """The flowtracker service for these settings; the database opens when it starts.
 
     Callbacks are stored by the writer process listening on `writer_socket` when one is
-    given (as `flowtracker serve` does), else on a writer thread of this process.
+    given (as `flowtracker serve` does), else on a writer thread of this process. A worker
+    whose `supervisor` (uvicorn's main process, by pid) is gone stops itself.
     """
     registry = CollectorRegistry()  # the app's own: several apps in one process never clash
 
@@ -69,9 +74,11 @@ def create_app(settings: Settings, *, writer_socket: str | None = None) -> Starl
         registry.register(collector)
         app.state.runtime = Runtime(settings, store, intake, registry=registry)
         _warn_when_open(settings)
+        orphan_watch = asyncio.create_task(_stop_when_orphaned(supervisor))
         try:
             yield
         finally:
+            orphan_watch.cancel()
             registry.unregister(collector)
             try:
                 await intake.stop()
@@ -149,9 +156,26 @@ def _dashboard_routes() -> list[Route | Mount]:
 def app_from_environment() -> Starlette:
     """The app factory uvicorn's workers call: settings from FLOWTRACKER_* variables."""
     lighten()
+    supervisor = os.environ.get(SUPERVISOR)
     return create_app(
-        Settings.from_env(os.environ), writer_socket=os.environ.get(WRITER_SOCKET) or None
+        Settings.from_env(os.environ),
+        writer_socket=os.environ.get(WRITER_SOCKET) or None,
+        supervisor=int(supervisor) if supervisor else None,
     )
+
+
+SUPERVISOR = "FLOWTRACKER_SUPERVISOR_PID"  # set by `serve --workers N` for its workers
+
+
+async def _stop_when_orphaned(supervisor: int | None) -> None:
+    """SIGTERM this worker once uvicorn's main process is gone (killed with SIGKILL, say):
+    an orphan would keep the port, and its writer is gone with `serve`."""
+    if supervisor is None or supervisor == os.getpid():
+        return
+    while os.getppid() == supervisor:
+        await asyncio.sleep(1)
+    log.error("the serving process (pid %d) is gone: this worker stops", supervisor)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def _error(request: Request, exc: Exception) -> Response:

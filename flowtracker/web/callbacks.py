@@ -50,7 +50,7 @@ class CallbackEndpoints:
         self.latency = latency
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = scope["path"][len(scope.get("root_path", "")) :] if scope["type"] == "http" else ""
+        route = _route_path(scope) if scope["type"] == "http" else ""
         kind = ROUTES.get(route)
         if kind is None:
             await self.app(scope, receive, send)
@@ -69,6 +69,14 @@ class CallbackEndpoints:
             await answer(scope, receive, send)
             status = answer.status_code
         self.latency.observe(route, scope["method"], status, time.perf_counter() - started)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below the app's root path, as Starlette's router matches it."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        return str(path[len(root) :])
+    return str(path)
 
 
 async def _answer(request: Request, kind: Kind, route: str, started: float) -> Receipt | Response:
