@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import logging
 import os
 import pickle
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -47,6 +49,7 @@ _HEADER = struct.Struct("!I")
 WRITER_SOCKET = "FLOWTRACKER_WRITER_SOCKET"  # how `serve` tells its workers where it is
 READY = b"ready\n"  # the writer's first line on stdout, once its socket listens
 _SOCKET_PATH_MAX = 100  # bytes: sun_path holds 104 to 108, by system
+_SHORT_TMP = "/tmp"  # noqa: S108 (a mkdtemp directory there: private, mode 0700)
 _GONE = "the writer process went away; deliver it again"
 ANSWER_SECONDS = 60.0  # a request unanswered for one to two times this is answered 503
 _SLOW = f"the writer process did not answer within {ANSWER_SECONDS:g} s; deliver it again"
@@ -318,11 +321,12 @@ class WriterProcess:
     def __init__(self, environment: Mapping[str, str], *, start_timeout: float = 60) -> None:
         self.environment = dict(environment)
         self.start_timeout = start_timeout
+        _remove_stale_directories()
         self.directory = tempfile.mkdtemp(prefix="flowtracker-")  # mode 0700
         self.socket_path = os.path.join(self.directory, "writer.sock")
         if len(self.socket_path.encode()) > _SOCKET_PATH_MAX:  # a long TMPDIR
             os.rmdir(self.directory)
-            self.directory = tempfile.mkdtemp(prefix="flowtracker-", dir="/tmp")
+            self.directory = tempfile.mkdtemp(prefix="flowtracker-", dir=_SHORT_TMP)
             self.socket_path = os.path.join(self.directory, "writer.sock")
         self.process: subprocess.Popen[bytes] | None = None
         self._spawned_at = 0.0
@@ -395,6 +399,28 @@ class WriterProcess:
                     self._spawn()
                 except (OSError, RuntimeError) as error:  # waited on again at once: retried
                     log.error("%s", error)
+
+
+def _remove_stale_directories(older_than: float = 60) -> None:
+    """Remove the socket directories of writers killed with SIGKILL (no listener left).
+
+    Only this user's, and only those older than a minute: a writer that is starting may
+    have bound its socket without listening yet.
+    """
+    now = time.time()
+    for base in {tempfile.gettempdir(), _SHORT_TMP}:
+        for directory in glob.glob(os.path.join(base, "flowtracker-*")):
+            path = os.path.join(directory, "writer.sock")
+            try:
+                info = os.stat(directory)
+                if info.st_uid != os.getuid() or now - info.st_mtime < older_than:
+                    continue
+                with socket.socket(socket.AF_UNIX) as probe:
+                    probe.connect(path)
+            except ConnectionRefusedError:
+                shutil.rmtree(directory, ignore_errors=True)
+            except OSError:
+                continue
 
 
 def _read_line(process: subprocess.Popen[bytes], timeout: float) -> bytes:

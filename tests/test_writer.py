@@ -7,11 +7,14 @@ import asyncio
 import os
 import pickle
 import signal
+import socket
 import sqlite3
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import httpx2 as httpx
 import pytest
@@ -19,7 +22,7 @@ import pytest
 from flowtracker import errors
 from flowtracker.errors import InvalidEvent, PayloadTooLarge, StorageUnavailable
 from flowtracker.intake import Delivery
-from flowtracker.writer import RemoteIntake, WriterProcess
+from flowtracker.writer import RemoteIntake, WriterProcess, _remove_stale_directories
 from tests.conftest import INSTANCE, flow
 from tests.server import serving
 
@@ -257,3 +260,19 @@ def test_serve_can_store_on_a_thread_of_each_worker(tmp_path: Path) -> None:
             headers={"content-type": JSON},
         )
         assert response.json()["outcome"] == "applied"
+
+
+def test_socket_directories_of_killed_writers_are_removed(tmp_path: Path) -> None:
+    stale, live = tmp_path / "flowtracker-stale", tmp_path / "flowtracker-live"
+    for directory in (stale, live):
+        directory.mkdir()
+    with socket.socket(socket.AF_UNIX) as dead:  # bound, never listening: what SIGKILL leaves
+        dead.bind(str(stale / "writer.sock"))
+    with socket.socket(socket.AF_UNIX) as alive:
+        alive.bind(str(live / "writer.sock"))
+        alive.listen()
+        for directory in (stale, live):
+            os.utime(directory, (time.time() - 120, time.time() - 120))
+        with mock.patch.object(tempfile, "tempdir", str(tmp_path)):
+            _remove_stale_directories()
+        assert (not stale.exists(), live.exists()) == (True, True)
