@@ -112,7 +112,8 @@ def serve(
     import uvicorn
 
     from .web.app import SUPERVISOR
-    from .writer import WRITER_SOCKET, WriterProcess
+    from .wire import WRITER_SOCKET
+    from .writer import WriterProcess
 
     try:
         settings = Settings.from_env(

@@ -40,12 +40,13 @@ class GroupCommitter:
         inline: bool = False,
     ):
         self.pipeline = pipeline
-        self.inline = inline
         self.max_batch = max_batch
         self.max_wait = max_wait
         self._queue: list[tuple[Callback, asyncio.Future[Receipt]]] = []
         self._wakeup = asyncio.Event()
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="flowtracker-writer")
+        self._writer = (
+            None if inline else ThreadPoolExecutor(1, thread_name_prefix="flowtracker-writer")
+        )
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -66,10 +67,10 @@ class GroupCommitter:
         return future
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
-        """Run another write (the quarantine, the health probe) on the writer thread."""
+        """Run another write (the quarantine, the health probe) in turn with the batches."""
         if self._stopping and self._task is not None and self._task.done():
             raise StorageUnavailable("the service is shutting down; deliver it again")
-        if self.inline:
+        if self._writer is None:
             return function(*args)
         return await asyncio.get_running_loop().run_in_executor(self._writer, function, *args)
 
@@ -79,7 +80,8 @@ class GroupCommitter:
         self._wakeup.set()
         if self._task is not None:
             await self._task
-        self._writer.shutdown(wait=True)
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
 
     async def _run(self) -> None:
         try:

@@ -36,6 +36,12 @@ class CountingStore:
         return getattr(self.store, name)
 
 
+@pytest.fixture(params=[False, True], ids=["thread", "inline"])
+def inline(request: pytest.FixtureRequest) -> bool:
+    """The committer writes on its thread, or on the event loop (the writer process)."""
+    return bool(request.param)
+
+
 def submit_all(pipeline: Pipeline, bodies: list[bytes], **options: Any) -> list[Receipt]:
     async def main() -> list[Receipt]:
         committer = GroupCommitter(pipeline, **options)
@@ -50,12 +56,12 @@ def submit_all(pipeline: Pipeline, bodies: list[bytes], **options: Any) -> list[
 
 @pytest.mark.parametrize(("max_batch", "transactions"), [(500, 1), (64, 4), (1, 200)])
 def test_concurrent_callbacks_share_transactions(
-    store: SQLiteStore, max_batch: int, transactions: int
+    store: SQLiteStore, max_batch: int, transactions: int, inline: bool
 ) -> None:
     counting = CountingStore(store)
     pipeline = Pipeline(counting)  # type: ignore[arg-type]
     bodies = [flow("completed", 1, instance) for instance in IDS]
-    receipts = submit_all(pipeline, bodies, max_batch=max_batch)
+    receipts = submit_all(pipeline, bodies, max_batch=max_batch, inline=inline)
     assert counting.transactions == transactions
     assert [(r.outcome, r.subject_id, r.state) for r in receipts] == [
         ("applied", instance, "completed") for instance in IDS
@@ -67,10 +73,10 @@ def test_concurrent_callbacks_share_transactions(
 
 
 def test_a_batch_answers_duplicates_and_late_events_like_single_commits(
-    store: SQLiteStore,
+    store: SQLiteStore, inline: bool
 ) -> None:
     bodies = [flow("cancelled", 9), flow("completed", 5), flow("cancelled", 9)]
-    receipts = submit_all(Pipeline(store), bodies)
+    receipts = submit_all(Pipeline(store), bodies, inline=inline)
     assert [(r.outcome, r.out_of_order, r.state) for r in receipts] == [
         ("applied", False, "cancelled"),
         ("applied", True, "completed"),
@@ -79,7 +85,7 @@ def test_a_batch_answers_duplicates_and_late_events_like_single_commits(
 
 
 def test_a_failed_transaction_fails_every_callback_in_it(
-    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, inline: bool
 ) -> None:
     def full(*args: object) -> None:
         raise StorageUnavailable("the database cannot write now: database or disk is full")
@@ -87,7 +93,7 @@ def test_a_failed_transaction_fails_every_callback_in_it(
     monkeypatch.setattr(Pipeline, "ingest", full)
 
     async def main() -> list[BaseException | Receipt]:
-        committer = GroupCommitter(Pipeline(store))
+        committer = GroupCommitter(Pipeline(store), inline=inline)
         committer.start()
         results = await asyncio.gather(
             *(committer.submit(parse_flow(flow("custom", n))) for n in range(3)),
@@ -100,9 +106,9 @@ def test_a_failed_transaction_fails_every_callback_in_it(
     assert [type(result) for result in results] == [StorageUnavailable] * 3
 
 
-def test_stop_commits_what_is_queued(store: SQLiteStore) -> None:
+def test_stop_commits_what_is_queued(store: SQLiteStore, inline: bool) -> None:
     async def main() -> list[Receipt]:
-        committer = GroupCommitter(Pipeline(store), max_wait=0.05)
+        committer = GroupCommitter(Pipeline(store), max_wait=0.05, inline=inline)
         committer.start()
         pending = [asyncio.ensure_future(committer.submit(parse_flow(flow("custom", n))))
                    for n in range(5)]  # fmt: skip
@@ -114,7 +120,7 @@ def test_stop_commits_what_is_queued(store: SQLiteStore) -> None:
 
 
 def test_a_callback_that_trips_a_bug_fails_alone(
-    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, inline: bool
 ) -> None:
     real = Pipeline.ingest
     bad = parse_flow(flow("custom", 7, IDS[1]))
@@ -127,7 +133,7 @@ def test_a_callback_that_trips_a_bug_fails_alone(
     monkeypatch.setattr(Pipeline, "ingest", ingest)
 
     async def main() -> list[BaseException | Receipt]:
-        committer = GroupCommitter(Pipeline(store))
+        committer = GroupCommitter(Pipeline(store), inline=inline)
         committer.start()
         callbacks = [parse_flow(flow("custom", 7, IDS[0])), bad,
                      parse_flow(flow("custom", 7, IDS[2]))]  # fmt: skip
@@ -141,9 +147,9 @@ def test_a_callback_that_trips_a_bug_fails_alone(
     assert [type(r).__name__ for r in results] == ["Receipt", "RuntimeError", "Receipt"]
 
 
-def test_after_stop_callbacks_are_told_to_come_back(store: SQLiteStore) -> None:
+def test_after_stop_callbacks_are_told_to_come_back(store: SQLiteStore, inline: bool) -> None:
     async def main() -> None:
-        committer = GroupCommitter(Pipeline(store))
+        committer = GroupCommitter(Pipeline(store), inline=inline)
         committer.start()
         await committer.stop()
         with pytest.raises(StorageUnavailable, match="shutting down"):

@@ -16,6 +16,7 @@ from flowtracker import __version__
 from flowtracker.settings import Settings
 from flowtracker.web import create_app
 from flowtracker.web.auth import RedactTokens
+from flowtracker.web.callbacks import _route_path
 from tests.conftest import DOCUMENT, INSTANCE, document_form, flow, sample
 
 JSON = {"content-type": "application/json"}
@@ -507,3 +508,19 @@ def test_the_access_log_never_shows_a_token_however_it_is_spelled(path: str, sho
     )  # fmt: skip
     assert RedactTokens().filter(record)
     assert record.args == ("127.0.0.1:1", "POST", shown, "1.1", 200)
+
+
+@pytest.mark.parametrize(
+    ("path", "root_path", "route"),
+    [
+        ("/callbacks/flow", "", "/callbacks/flow"),
+        ("/api/callbacks/flow", "/api", "/callbacks/flow"),
+        ("/apix/callbacks/flow", "/api", "/apix/callbacks/flow"),  # not below the root
+        ("/xyz/callbacks/flow", "/api", "/xyz/callbacks/flow"),
+        ("/api", "/api", "/api"),
+    ],
+)
+def test_callback_routes_are_matched_below_the_root_path(
+    path: str, root_path: str, route: str
+) -> None:
+    assert _route_path({"type": "http", "path": path, "root_path": root_path}) == route

@@ -4,17 +4,15 @@ quarantines or commits them, and answers; `serve` starts it, restarts it, and st
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import pickle
 import signal
-import socket
 import sqlite3
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from unittest import mock
 
 import httpx2 as httpx
 import pytest
@@ -22,7 +20,10 @@ import pytest
 from flowtracker import errors
 from flowtracker.errors import InvalidEvent, PayloadTooLarge, StorageUnavailable
 from flowtracker.intake import Delivery
-from flowtracker.writer import RemoteIntake, WriterProcess, _remove_stale_directories
+from flowtracker.pipeline import Receipt
+from flowtracker.remote_intake import RemoteIntake
+from flowtracker.wire import delivery_fields, receipt_fields
+from flowtracker.writer import WriterProcess, _remove_stale_directories
 from tests.conftest import INSTANCE, flow
 from tests.server import serving
 
@@ -262,17 +263,44 @@ def test_serve_can_store_on_a_thread_of_each_worker(tmp_path: Path) -> None:
         assert response.json()["outcome"] == "applied"
 
 
-def test_socket_directories_of_killed_writers_are_removed(tmp_path: Path) -> None:
-    stale, live = tmp_path / "flowtracker-stale", tmp_path / "flowtracker-live"
-    for directory in (stale, live):
+def test_socket_directories_of_killed_serves_are_removed(tmp_path: Path) -> None:
+    dead, alive, fresh = (tmp_path / f"flowtracker-{name}" for name in ("dead", "alive", "new"))
+    for directory in (dead, alive, fresh):
         directory.mkdir()
-    with socket.socket(socket.AF_UNIX) as dead:  # bound, never listening: what SIGKILL leaves
-        dead.bind(str(stale / "writer.sock"))
-    with socket.socket(socket.AF_UNIX) as alive:
-        alive.bind(str(live / "writer.sock"))
-        alive.listen()
-        for directory in (stale, live):
-            os.utime(directory, (time.time() - 120, time.time() - 120))
-        with mock.patch.object(tempfile, "tempdir", str(tmp_path)):
-            _remove_stale_directories()
-        assert (not stale.exists(), live.exists()) == (True, True)
+        (directory / "serve.lock").touch()
+    with (alive / "serve.lock").open("rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a live serve holds it
+        for directory in (dead, alive):
+            os.utime(directory, (time.time() - 60, time.time() - 60))
+        _remove_stale_directories([str(tmp_path)])
+    assert [dead.exists(), alive.exists(), fresh.exists()] == [False, True, True]
+
+
+def test_messages_keep_every_field_in_its_place() -> None:
+    error = PayloadTooLarge("too big", {"limit": 5})
+    sent = Delivery("document", b"body", "application/x-www-form-urlencoded", "POST /x", error)
+    assert Delivery(*pickle.loads(pickle.dumps(delivery_fields(sent)))).__repr__() == repr(sent)
+    receipt = Receipt("illegal", True, "instance already closed", "flow", "id-1", "closed")
+    assert Receipt(*pickle.loads(pickle.dumps(receipt_fields(receipt)))) == receipt
+
+
+def test_a_writer_that_never_answers_is_a_503_after_the_deadline(tmp_path: Path) -> None:
+    path = str(tmp_path / "mute.sock")
+
+    async def scenario() -> None:
+        connections: list[asyncio.Transport] = []
+
+        class Mute(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                connections.append(transport)  # type: ignore[arg-type]
+
+        server = await asyncio.get_running_loop().create_unix_server(Mute, path)
+        intake = RemoteIntake(path, answer_seconds=0.05)
+        try:
+            with pytest.raises(StorageUnavailable, match=r"did not answer within 0\.05 s"):
+                await asyncio.wait_for(intake.take(delivery(flow("custom", 1))), 30)
+        finally:
+            await intake.stop()
+            server.close()
+
+    asyncio.run(scenario())

@@ -28,9 +28,10 @@ from ..intake import Intake, LocalIntake
 from ..logs import lighten
 from ..metrics import StoreCollector, request_latency
 from ..pipeline import Pipeline
+from ..remote_intake import RemoteIntake
 from ..settings import Settings
 from ..sqlite_store import SQLiteStore
-from ..writer import WRITER_SOCKET, RemoteIntake
+from ..wire import WRITER_SOCKET
 from . import callbacks, dashboard, metrics, reads, session
 from .auth import RedactTokens
 from .openapi import openapi_document
@@ -39,6 +40,7 @@ from .runtime import Runtime
 from .templating import templates
 
 log = logging.getLogger("flowtracker")
+SUPERVISOR = "FLOWTRACKER_SUPERVISOR_PID"  # set by `serve --workers N` for its workers
 
 
 def create_app(
@@ -164,13 +166,10 @@ def app_from_environment() -> Starlette:
     )
 
 
-SUPERVISOR = "FLOWTRACKER_SUPERVISOR_PID"  # set by `serve --workers N` for its workers
-
-
 async def _stop_when_orphaned(supervisor: int | None) -> None:
     """SIGTERM this worker once uvicorn's main process is gone (killed with SIGKILL, say):
     an orphan would keep the port, and its writer is gone with `serve`."""
-    if supervisor is None or supervisor == os.getpid():
+    if supervisor is None:
         return
     while os.getppid() == supervisor:
         await asyncio.sleep(1)
