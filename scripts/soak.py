@@ -2,8 +2,9 @@
 
 Sends realistic Flow callbacks (10% duplicates, ~10% late) and 1% malformed ones at a fixed
 rate for --minutes (default 5), reads an instance and /status now and then, and prints per
-minute: requests, errors (any 5xx or transport error), throughput and the server's RSS;
-then RSS at the start and the end. The RSS must stay flat. Asserts nothing; loopback only.
+minute: requests, errors (any 5xx or transport error), throughput and the RSS of the
+server and its writer process; then RSS at the start and the end. The RSS must stay flat.
+Asserts nothing; loopback only.
 Usage: python scripts/soak.py [--minutes 5] [--rate 300]
 """
 
@@ -21,16 +22,11 @@ import httpx2 as httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_http import deliveries
+from bench_scale import rss_mb
 
 from tests.server import serving
 
 JSON = {"content-type": "application/json"}
-
-
-def rss_mb(pid: int) -> float:
-    text = Path(f"/proc/{pid}/status").read_text()
-    kb = next(line.split()[1] for line in text.splitlines() if line.startswith("VmRSS"))
-    return int(kb) / 1024
 
 
 class Tally:

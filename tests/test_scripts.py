@@ -40,6 +40,12 @@ def test_make_demo_is_deterministic(tmp_path: Path) -> None:
     assert (tmp_path / "demo.jsonl").read_bytes() == (ROOT / "data" / "demo.jsonl").read_bytes()
 
 
+def test_bench_route_prints_its_figures() -> None:
+    out = run("scripts/bench_route.py", "--requests", "500")
+    labels = [line.split(":")[0].strip() for line in out.splitlines()[1:]]
+    assert labels == ["bare Starlette", "callback route", "route + log"]
+
+
 def test_lifecycle_tables_print() -> None:
     assert run("scripts/lifecycle_tables.py").startswith("Flow instance (rows: callback type")
 
