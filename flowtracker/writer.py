@@ -107,6 +107,7 @@ def run_writer(settings: Settings, socket_path: str) -> None:
 
 async def _serve(settings: Settings, socket_path: str) -> None:
     loop = asyncio.get_running_loop()
+    done = False
     store = SQLiteStore(
         settings.db_path, durability=settings.durability, busy_timeout_ms=settings.busy_timeout_ms
     )
@@ -132,12 +133,16 @@ async def _serve(settings: Settings, socket_path: str) -> None:
         while pending:  # what the workers handed over is committed and answered
             await asyncio.gather(*pending, return_exceptions=True)
         await intake.stop()
+        done = True
     finally:
         store.close()
-        # Its parent may be gone already (uvicorn ends `serve` by its own SIGTERM); the
-        # directory is the parent's, and goes with it or with the next `serve`'s sweep.
         with contextlib.suppress(OSError):
             os.unlink(socket_path)
+    # Stdin closed: `serve` is done with the directory, and may be gone already (uvicorn
+    # ends it with its own SIGTERM, before `WriterProcess.stop` could remove it). A writer
+    # that fails leaves it: `serve` starts the next one there.
+    if done:
+        shutil.rmtree(os.path.dirname(socket_path), ignore_errors=True)
 
 
 class _Closing(asyncio.Protocol):

@@ -48,6 +48,7 @@ class Server:
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWTRACKER_")}
+        env["TMPDIR"] = str(self.db.parent)  # the writer's socket directory, which SIGKILL leaves
         self.process = subprocess.Popen(
             [sys.executable, "-m", "flowtracker", "serve", "--db", str(self.db), "--port",
              str(self.port), "--workers", str(self.workers), "--no-access-log"],

@@ -7,8 +7,10 @@ import asyncio
 import fcntl
 import os
 import pickle
+import shutil
 import signal
 import sqlite3
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -50,6 +52,14 @@ def test_every_error_crosses_the_socket_as_it_was() -> None:
             str(error),
             error.__dict__,
         )
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[str]:
+    """A TMPDIR for a `serve` that the test kills: its socket directory is left behind."""
+    directory = tempfile.mkdtemp(prefix="ft-", dir="/tmp")  # short: a socket path fits
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
@@ -232,8 +242,11 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_the_writer_and_workers_go_when_serve_is_killed(tmp_path: Path, workers: str) -> None:
-    with serving(tmp_path / "killed.db", "--workers", workers) as server:
+def test_the_writer_and_workers_go_when_serve_is_killed(
+    tmp_path: Path, short_tmp: str, workers: str
+) -> None:
+    killed = serving(tmp_path / "killed.db", "--workers", workers, env={"TMPDIR": short_tmp})
+    with killed as server:
         response = httpx.post(
             server.url + "/callbacks/flow",
             content=flow("custom", 1),
@@ -304,3 +317,21 @@ def test_a_writer_that_never_answers_is_a_503_after_the_deadline(tmp_path: Path)
             server.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_serve_stopped_by_sigterm_leaves_no_socket_directory(
+    tmp_path: Path, short_tmp: str
+) -> None:
+    with serving(tmp_path / "term.db", env={"TMPDIR": short_tmp}) as server:
+        assert os.listdir(short_tmp)  # the writer's socket directory
+        response = httpx.post(
+            server.url + "/callbacks/flow",
+            content=flow("custom", 1),
+            headers={"content-type": JSON},
+        )
+        assert response.status_code == 200
+    deadline = time.monotonic() + 30  # the writer removes it once its stdin closes
+    while os.listdir(short_tmp):
+        assert time.monotonic() < deadline, os.listdir(short_tmp)
+        time.sleep(0.05)
