@@ -110,8 +110,9 @@ def server(kind: str, workers: int, directory: Path, extra: list[str]) -> Iterat
         process.wait(timeout=60)
 
 
-def peak_rss_mb(pid: int) -> float:
-    """VmHWM of the process and its children (uvicorn's workers)."""
+def memory_mb(pid: int, field: str = "VmHWM") -> float:
+    """A /proc status field (VmHWM: peak, VmRSS: now) summed over the process and its
+    children: uvicorn's workers, the writer process."""
     total = 0
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
@@ -120,7 +121,7 @@ def peak_rss_mb(pid: int) -> float:
             continue
         fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
         if int(fields["Pid"]) == pid or int(fields.get("PPid", "0")) == pid:
-            total += int(fields.get("VmHWM", "0 kB").split()[0])
+            total += int(fields.get(field, "0 kB").split()[0])
     return total / 1024
 
 
@@ -228,7 +229,7 @@ def main() -> None:
                             row[kind] = load_python(
                                 port, bodies, connections, args.seconds, args.limit
                             )
-                        row[kind]["rss"] = peak_rss_mb(pid)
+                        row[kind]["rss"] = memory_mb(pid)
                 bare, service = row["bare"], row["service"]
                 print(
                     f"{workers:>7} {connections:>5} | {bare['rate']:>8,.0f} "

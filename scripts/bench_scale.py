@@ -33,6 +33,7 @@ import httpx2 as httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_engine import ENDINGS, NS, STEPS, _body, make_lines
+from bench_http import memory_mb
 
 from flowtracker.parsing import parse_line
 from flowtracker.pipeline import Pipeline
@@ -93,17 +94,7 @@ def latencies(client: httpx.Client, paths: list[str]) -> tuple[float, float]:
 
 
 def rss_mb(pid: int) -> float:
-    """VmRSS of the process and its children (the writer process)."""
-    total = 0
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            text = status.read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        if int(fields["Pid"]) == pid or int(fields.get("PPid", "0")) == pid:
-            total += int(fields.get("VmRSS", "0 kB").split()[0])
-    return total / 1024
+    return memory_mb(pid, "VmRSS")
 
 
 def main() -> None:

@@ -21,8 +21,7 @@ import httpx2 as httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench_http import deliveries
-from bench_scale import rss_mb
+from bench_http import deliveries, memory_mb
 
 from tests.server import serving
 
@@ -77,7 +76,7 @@ def main() -> None:
         serving(Path(directory) / "soak.db", "--no-access-log") as server,
     ):
         pid = server.process.pid
-        start_rss = rss_mb(pid)
+        start_rss = memory_mb(pid, "VmRSS")
         print(f"soak: {args.minutes:g} min at {args.rate:g} requests/s; "
               f"server RSS at start {start_rss:.1f} MB")  # fmt: skip
         tally, until = Tally(), time.monotonic() + args.minutes * 60
@@ -99,10 +98,10 @@ def main() -> None:
             started = time.monotonic()
             print(
                 f"minute {minute}: {requests:,} requests, {errors} errors, "
-                f"{requests / seconds:,.0f}/s, RSS {rss_mb(pid):.1f} MB",
+                f"{requests / seconds:,.0f}/s, RSS {memory_mb(pid, 'VmRSS'):.1f} MB",
                 flush=True,
             )
-        end_rss = rss_mb(pid)
+        end_rss = memory_mb(pid, "VmRSS")
     print(f"RSS start {start_rss:.1f} MB, end {end_rss:.1f} MB ({end_rss - start_rss:+.1f} MB)")
 
 

@@ -112,7 +112,9 @@ def test_malformed_callbacks_are_quarantined_and_answered_with_their_error(
         return [answer for answer in answers if isinstance(answer, BaseException)]
 
     invalid, too_big = asyncio.run(scenario())
-    assert isinstance(invalid, InvalidEvent) and invalid.problems["version"] == "required"
+    assert isinstance(invalid, InvalidEvent)
+    required = {"version": "required", "flow_instance_id": "required"}
+    assert invalid.problems == {**required, "event_created": "required"}
     assert isinstance(too_big, PayloadTooLarge) and too_big.details == {"limit": 5}
     kept = rows(db_path, "SELECT body, source FROM quarantine ORDER BY body")
     assert kept == [
