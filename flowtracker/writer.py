@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Any
 
 from .errors import FlowtrackerError, StorageUnavailable
@@ -102,7 +102,17 @@ def run_writer(settings: Settings, socket_path: str) -> None:
     """The writer process's life: listen on `socket_path` until stdin closes."""
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, signal.SIG_IGN)
-    asyncio.run(_serve(settings, socket_path))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(_serve(settings, socket_path))
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where uvicorn uses it too (`uvicorn[standard]`): its sockets cost less."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def _serve(settings: Settings, socket_path: str) -> None:

