@@ -59,7 +59,7 @@ class Pipeline:
         if not callbacks:
             return []
         with self.store.transaction() as tx:
-            batch = _Batch(tx, format_ns(self.clock()), callbacks)
+            batch = _Batch(tx, self.clock(), callbacks)
             receipts = [batch.take(callback) for callback in callbacks]
             batch.write(receipts)
         return receipts
@@ -81,8 +81,8 @@ class Pipeline:
 class _Batch:
     """The working set of one ingest transaction."""
 
-    def __init__(self, tx: Transaction, now: str, callbacks: Sequence[Callback]) -> None:
-        self.tx, self.now = tx, now
+    def __init__(self, tx: Transaction, now_ns: int, callbacks: Sequence[Callback]) -> None:
+        self.tx, self.now_ns, self.now = tx, now_ns, format_ns(now_ns)
         self.known: dict[Kind, dict[str, bool]] = {}
         self.subjects: dict[Kind, dict[str, Subject]] = {}
         self.touched: dict[Kind, dict[str, Subject]] = {"flow": {}, "document": {}}
@@ -147,7 +147,7 @@ class _Batch:
             # update(), not +=: a Counter sum drops the negative deltas
             deltas.update(_deltas(kind, touched, fresh, changed, len(self.redelivered[kind])))
         self.tx.bump(deltas)
-        self.tx.count_received(self.now[:16], len(receipts))
+        self.tx.count_received(self.now_ns, len(receipts))
 
     def _subject(self, kind: Kind, lifecycle: Lifecycle, subject_id: str) -> Subject:
         subject = self.subjects[kind].get(subject_id)

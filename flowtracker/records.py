@@ -66,6 +66,7 @@ class Subject:
     last_at: str | None = None
     last_received_at: str | None = None
     stored_state: str | None = None  # the state in the database, for stored subjects
+    stored_anomalies: int = 0  # likewise
     shown: Mapping[str, Any] = field(default_factory=dict)  # from the last applied event
     history: list[Entry] | None = None  # loaded only when an event lands before the last
     fresh: list[Entry] = field(default_factory=list)  # not yet stored

@@ -5,6 +5,8 @@ from __future__ import annotations
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from .timestamps import parse_timestamp
+
 migrations = Migrations("flowtracker")
 
 _SUBJECT_COLUMNS = {
@@ -117,11 +119,14 @@ def m001_initial(db: Database) -> None:
     db.table("quarantine").create_index(["last_seen", "body_hash"])
 
 
+LAST_CALLBACK = "last_callback_ns"  # the counter of the last callback's arrival time
+
 # Totals for /status, kept up to date in the ingest transactions: at millions of events a
 # COUNT(*) per request is too slow. `recount` rebuilds them from the tables.
 RECOUNT = (
-    # The outcomes deliveries got on arrival cannot be recomputed: they are kept.
-    "DELETE FROM counters WHERE name NOT GLOB 'arrived.*'",
+    # The outcomes deliveries got on arrival cannot be recomputed: they are kept, and so
+    # is the time of the last one.
+    f"DELETE FROM counters WHERE name NOT GLOB 'arrived.*' AND name <> '{LAST_CALLBACK}'",
     *(
         statement
         for kind, events, subjects in (
@@ -194,3 +199,23 @@ def m006_arrival_counters(db: Database) -> None:
         "INSERT OR REPLACE INTO counters SELECT 'quarantine.requests', "
         "COALESCE(SUM(count), 0) FROM quarantine"
     )
+
+
+@migrations()
+def m007_last_callback_counter(db: Database) -> None:
+    # /status's last callback time is kept in the ingest transactions, as the totals are.
+    # The indexes on last_delivery_at it was read from cost a page or more per commit,
+    # at a random place for every redelivery.
+    last = [
+        row[0]
+        for table in ("flow_events", "document_snapshots")
+        for row in db.execute(f"SELECT MAX(last_delivery_at) FROM {table}")
+        if row[0] is not None
+    ]
+    if last:
+        db.execute(
+            "INSERT OR REPLACE INTO counters VALUES (?, ?)",
+            (LAST_CALLBACK, max(parse_timestamp(at).ns for at in last)),
+        )
+    db.execute("DROP INDEX idx_flow_events_last_delivery_at")
+    db.execute("DROP INDEX idx_document_snapshots_last_delivery_at")

@@ -26,10 +26,11 @@ from sqlite_utils import Database
 from .errors import StorageUnavailable
 from .events import Kind
 from .records import DELIVERY_OUTCOMES, Outcome
-from .schema import migrations
+from .schema import LAST_CALLBACK, migrations
 from .settings import Durability
 from .sqlite_transaction import EVENTS, ORDER, OWNER, SUBJECTS, SQLiteTransaction
 from .storage import Quarantined, SubjectFilter
+from .timestamps import format_ns
 
 log = logging.getLogger("flowtracker")
 Row = dict[str, Any]
@@ -147,10 +148,6 @@ class SQLiteStore:
                 "AND last_received_at < ?",
                 (stuck_before,),
             )[0]["n"]
-            last = [
-                read(f"SELECT MAX(last_delivery_at) AS at FROM {table}")[0]["at"]
-                for table in EVENTS.values()
-            ]
         outcomes = {
             outcome: counters.get(f"flow.outcome.{outcome}", 0)
             + counters.get(f"document.outcome.{outcome}", 0)
@@ -164,7 +161,7 @@ class SQLiteStore:
             "instances": _prefixed(counters, "flow.state."),
             "documents": _prefixed(counters, "document.state."),
             "stuck": stuck,
-            "last_callback_at": max((at for at in last if at), default=None),
+            "last_callback_at": format_ns(last) if (last := counters.get(LAST_CALLBACK)) else None,
             "by_kind": {kind: _by_kind(counters, kind) for kind in EVENTS},
         }
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from .events import Callback, DocumentCallback, FlowCallback, Kind
 from .records import Entry, Subject, Verdict
-from .schema import RECOUNT
+from .schema import LAST_CALLBACK, RECOUNT
+from .timestamps import format_ns
 
 SUBJECTS: dict[Kind, str] = {"flow": "instances", "document": "documents"}
 EVENTS: dict[Kind, str] = {"flow": "flow_events", "document": "document_snapshots"}
@@ -106,16 +107,25 @@ class SQLiteTransaction:
             f"INSERT INTO {SUBJECTS[kind]} ({', '.join(names)}) "
             f"VALUES ({', '.join('?' * len(names))}) ON CONFLICT (id) DO UPDATE SET "
             + ", ".join(f"{name} = excluded.{name}" for name in names[1:]),
-            [rows[s.id] for s in subjects if s.state != s.stored_state],
+            [rows[s.id] for s in subjects if s.stored_state is None],
         )
-        # Most events leave the state as it was. Not writing it then leaves the
-        # (state, ...) indexes alone: about one page fewer to write per event.
-        self.conn.executemany(
-            f"UPDATE {SUBJECTS[kind]} SET "
-            + ", ".join(f"{name} = ?" for name in names[2:])
-            + " WHERE id = ?",
-            [(*rows[s.id][2:], s.id) for s in subjects if s.state == s.stored_state],
-        )
+        # A stored subject gets its state and anomaly count only when they change: an
+        # UPDATE that assigns a column rewrites its index entries even with the value they
+        # had, and the (state, ...) indexes and the partial index of anomalous subjects
+        # would each write a page at a random place, per subject and commit.
+        updates: dict[tuple[bool, bool], list[Subject]] = {}
+        for s in subjects:
+            if s.stored_state is not None:
+                changed = (s.state != s.stored_state, s.anomalies != s.stored_anomalies)
+                updates.setdefault(changed, []).append(s)
+        for (state, anomalies), chosen in updates.items():
+            columns = [1] * state + [2] * anomalies + list(range(3, len(names)))
+            self.conn.executemany(
+                f"UPDATE {SUBJECTS[kind]} SET "
+                + ", ".join(f"{names[column]} = ?" for column in columns)
+                + " WHERE id = ?",
+                [(*(rows[s.id][column] for column in columns), s.id) for s in chosen],
+            )
 
     def bump(self, deltas: Mapping[str, int]) -> None:
         self.conn.executemany(
@@ -128,7 +138,13 @@ class SQLiteTransaction:
         for statement in RECOUNT:
             self.conn.execute(statement)
 
-    def count_received(self, minute: str, callbacks: int) -> None:
+    def count_received(self, at_ns: int, callbacks: int) -> None:
+        self.conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+            (LAST_CALLBACK, at_ns),
+        )
+        minute = format_ns(at_ns)[:16]
         self.conn.execute(
             "INSERT INTO received_per_minute (minute, callbacks) VALUES (?, ?) "
             "ON CONFLICT (minute) DO UPDATE SET callbacks = callbacks + excluded.callbacks",
@@ -158,7 +174,8 @@ def subject(kind: Kind, row: sqlite3.Row) -> Subject:
         last=((row["last_major"], row["last_minor"]), row["last_key"]),
         first_ns=row["first_event_ns"], first_at=row["first_event_at"],
         last_ns=row["last_event_ns"], last_at=row["last_event_at"],
-        last_received_at=row["last_received_at"], stored_state=row["state"], shown=shown,
+        last_received_at=row["last_received_at"], stored_state=row["state"],
+        stored_anomalies=row["anomalies"], shown=shown,
     )  # fmt: skip
 
 

@@ -46,8 +46,9 @@ class Transaction(Protocol):
     def recount(self) -> None:
         """Compute every counter again from the stored events and subjects."""
 
-    def count_received(self, minute: str, callbacks: int) -> None:
-        """Add to the callbacks taken in `minute` (YYYY-MM-DDTHH:MM, UTC); forget old ones."""
+    def count_received(self, at_ns: int, callbacks: int) -> None:
+        """Add to the callbacks taken in the minute of `at_ns`, forget those of a day ago,
+        and keep `at_ns` as the last callback's time if it is the latest."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """The ingest pipeline against a real SQLite file: dedup, order, refold, atomicity."""
 
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -11,6 +12,7 @@ from flowtracker import views
 from flowtracker.parsing import parse_document, parse_flow
 from flowtracker.pipeline import Pipeline, Receipt
 from flowtracker.sqlite_store import SQLiteStore, SQLiteTransaction
+from flowtracker.timestamps import format_ns
 from tests.conftest import DOCUMENT, INSTANCE, Clock, at, document_form, flow
 
 FORM = "application/x-www-form-urlencoded"
@@ -305,3 +307,73 @@ def test_the_wal_is_copied_back_by_the_checkpointer_not_by_commits(db_path: Path
     finally:
         store.close()
     assert not store._checkpointer._thread.is_alive()
+
+
+def test_an_update_assigns_indexed_columns_only_when_they_change(store: SQLiteStore) -> None:
+    # Assigning a column, even its own value, rewrites its index entries: a page at a
+    # random place per instance and commit, for the partial index of anomalous instances.
+    pipeline = Pipeline(store)
+    send(pipeline, flow("custom", 5), flow("custom", 3))  # late: one anomaly
+    statements: list[str] = []
+    store._writer.set_trace_callback(statements.append)
+    try:
+        send(pipeline, flow("custom", 7))  # same state, same anomalies
+        same = [s for s in statements if s.startswith("UPDATE instances")]
+        statements.clear()
+        send(pipeline, flow("custom", 1))  # late again: the count changes
+        counted = [s for s in statements if s.startswith("UPDATE instances")]
+        statements.clear()
+        send(pipeline, flow("completed", 9))  # the state changes, the count does not
+        moved = [s for s in statements if s.startswith("UPDATE instances")]
+    finally:
+        store._writer.set_trace_callback(None)
+    assert len(same) == 1 and "anomalies" not in same[0] and " state" not in same[0]
+    assert len(counted) == 1 and "anomalies = 2" in counted[0] and " state" not in counted[0]
+    assert len(moved) == 1 and "state = 'completed'" in moved[0] and "anomalies" not in moved[0]
+    assert views.instance(store, INSTANCE)["anomalies"] == 2
+    assert views.instance(store, INSTANCE)["state"] == "completed"
+    assert views.instances(store, views.SubjectFilter(anomalous=True), views.Page(10))["items"] == [
+        views.instances(store, views.SubjectFilter(), views.Page(10))["items"][0]
+    ]
+
+
+def test_the_last_callback_time_is_the_latest_arrival_and_survives_a_rebuild(
+    pipeline: Pipeline, store: SQLiteStore, clock: Clock
+) -> None:
+    def last() -> str | None:
+        return store.summary("2000-01-01T00:00:00.000000Z")["last_callback_at"]
+
+    assert last() is None
+    send(pipeline, flow("custom", 1))
+    clock.advance(60)
+    send(pipeline, flow("custom", 1))  # a duplicate is a callback too
+    latest = format_ns(clock.ns)
+    assert last() == latest
+    clock.advance(-3600)  # the clock stepped back
+    send(pipeline, flow("custom", 2))
+    assert last() == latest
+    pipeline.rebuild()
+    assert last() == latest
+
+
+def test_a_database_from_before_the_last_callback_counter_gets_it(db_path: Path) -> None:
+    clock = Clock()
+    store = SQLiteStore(db_path)
+    send(Pipeline(store, clock), flow("custom", 1))
+    clock.advance(5)
+    send_documents(Pipeline(store, clock), document_form("pending", 1))
+    store.close()
+    with sqlite3.connect(db_path) as conn:  # as it was before migration m007
+        conn.execute("DELETE FROM counters WHERE name = 'last_callback_ns'")
+        for table in ("flow_events", "document_snapshots"):
+            conn.execute(f"CREATE INDEX idx_{table}_last_delivery_at ON {table}(last_delivery_at)")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm007_last_callback_counter'")
+    store = SQLiteStore(db_path)
+    try:
+        assert store.summary("2000-01-01T00:00:00.000000Z")["last_callback_at"] == format_ns(
+            clock.ns
+        )
+        indexes = [row[0] for row in store._writer.execute("SELECT name FROM sqlite_master")]
+        assert not [name for name in indexes if "last_delivery_at" in name]
+    finally:
+        store.close()
