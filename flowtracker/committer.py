@@ -7,8 +7,9 @@ loop has nothing else to do: callbacks that arrive during a commit wait in its s
 
 Every caller awaits its own receipt, which is handed over only after the commit that
 holds its callback. Under load a batch grows to whatever arrived during the last commit
-(at most `max_batch`); when idle, a callback is committed at once, or after `max_wait`
-seconds if a wait is configured to gather more.
+and until the event loop has taken every request that was ready (at most `max_batch`);
+when idle, a callback is committed at once, or after `max_wait` seconds if a wait is
+configured to gather more.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class GroupCommitter:
                 self._wakeup.clear()
                 if self.max_wait and len(self._queue) < self.max_batch and not self._stopping:
                     await asyncio.sleep(self.max_wait)
+                await self._gather()
                 while self._queue:
                     batch = self._queue[: self.max_batch]
                     del self._queue[: self.max_batch]
@@ -98,6 +100,18 @@ class GroupCommitter:
             self._stopping = True
             _fail(self._queue, StorageUnavailable("the service is shutting down; deliver it again"))
             self._queue.clear()
+
+    async def _gather(self) -> None:
+        """Lets the event loop run until a pass of it brings no callback, or the batch is
+        full. What is ready then is in the batch: requests that reached the socket while
+        the first were parsed, or a worker's requests sent one after the other. Cut at the
+        first, a third of the commits held one or two callbacks and the rest waited through
+        them: batches of 16 on average, against 31 (docs/performance.md)."""
+        while len(self._queue) < self.max_batch:
+            before = len(self._queue)
+            await asyncio.sleep(0)
+            if len(self._queue) == before:
+                return
 
     async def _commit(self, batch: list[tuple[Callback, asyncio.Future[Receipt]]]) -> None:
         try:

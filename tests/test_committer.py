@@ -156,3 +156,36 @@ def test_after_stop_callbacks_are_told_to_come_back(store: SQLiteStore, inline: 
             await committer.submit(parse_flow(flow("custom", 1)))
 
     asyncio.run(main())
+
+
+def test_callbacks_ready_one_loop_pass_after_another_share_a_transaction(
+    store: SQLiteStore, inline: bool
+) -> None:
+    # As a worker's requests reach the writer: one after the other, each read in a pass of
+    # the event loop. The batch is cut at the first pass that brings nothing.
+    counting = CountingStore(store)
+    pipeline = Pipeline(counting)  # type: ignore[arg-type]
+    bodies = [flow("custom", 1, instance) for instance in IDS[:10]]
+
+    async def main() -> list[Receipt]:
+        committer = GroupCommitter(pipeline, inline=inline)
+        committer.start()
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Receipt]] = []
+
+        def arrive(n: int) -> None:
+            futures.append(committer.enqueue(parse_flow(bodies[n])))
+            if n + 1 < len(bodies):
+                loop.call_soon(arrive, n + 1)
+
+        arrive(0)
+        try:
+            while len(futures) < len(bodies):
+                await asyncio.sleep(0)
+            return await asyncio.gather(*futures)
+        finally:
+            await committer.stop()
+
+    receipts = asyncio.run(main())
+    assert [(r.outcome, r.subject_id) for r in receipts] == [("applied", i) for i in IDS[:10]]
+    assert counting.transactions == 1
