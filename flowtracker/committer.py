@@ -27,6 +27,8 @@ from .pipeline import Pipeline, Receipt
 log = logging.getLogger("flowtracker")
 
 T = TypeVar("T")
+# How long a batch may go on gathering callbacks that keep arriving, after the first.
+GATHER_SECONDS = 0.005
 
 
 class GroupCommitter:
@@ -102,12 +104,15 @@ class GroupCommitter:
             self._queue.clear()
 
     async def _gather(self) -> None:
-        """Lets the event loop run until a pass of it brings no callback, or the batch is
-        full. What is ready then is in the batch: requests that reached the socket while
-        the first were parsed, or a worker's requests sent one after the other. Cut at the
-        first, a third of the commits held one or two callbacks and the rest waited through
-        them: batches of 16 on average, against 31 (docs/performance.md)."""
-        while len(self._queue) < self.max_batch:
+        """Lets the event loop run until a pass of it brings no callback, the batch is
+        full, or `GATHER_SECONDS` have passed. What is ready then is in the batch: requests
+        that reached the socket while the first were parsed, or a worker's requests sent
+        one after the other. Cut at the first, a third of the commits held one or two
+        callbacks and the rest waited through them: batches of 16 on average, against 31
+        (docs/performance.md)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GATHER_SECONDS
+        while len(self._queue) < self.max_batch and loop.time() < deadline:
             before = len(self._queue)
             await asyncio.sleep(0)
             if len(self._queue) == before:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from flowtracker import committer as committer_module
 from flowtracker import views
 from flowtracker.committer import GroupCommitter
 from flowtracker.errors import StorageUnavailable
@@ -170,15 +171,7 @@ def test_callbacks_ready_one_loop_pass_after_another_share_a_transaction(
     async def main() -> list[Receipt]:
         committer = GroupCommitter(pipeline, inline=inline)
         committer.start()
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[Receipt]] = []
-
-        def arrive(n: int) -> None:
-            futures.append(committer.enqueue(parse_flow(bodies[n])))
-            if n + 1 < len(bodies):
-                loop.call_soon(arrive, n + 1)
-
-        arrive(0)
+        futures = trickle(committer, bodies)
         try:
             while len(futures) < len(bodies):
                 await asyncio.sleep(0)
@@ -189,3 +182,69 @@ def test_callbacks_ready_one_loop_pass_after_another_share_a_transaction(
     receipts = asyncio.run(main())
     assert [(r.outcome, r.subject_id) for r in receipts] == [("applied", i) for i in IDS[:10]]
     assert counting.transactions == 1
+
+
+def batch_sizes(pipeline: Pipeline) -> list[int]:
+    """Records how many callbacks each `ingest` (one transaction) is given."""
+    sizes: list[int] = []
+    ingest = pipeline.ingest
+
+    def recording(callbacks: Any) -> list[Receipt]:
+        sizes.append(len(callbacks))
+        return ingest(callbacks)
+
+    pipeline.ingest = recording  # type: ignore[method-assign]
+    return sizes
+
+
+def trickle(committer: GroupCommitter, bodies: list[bytes]) -> list[asyncio.Future[Receipt]]:
+    """Enqueues one callback per pass of the event loop, from now on."""
+    loop, futures = asyncio.get_running_loop(), []
+
+    def arrive(n: int) -> None:
+        futures.append(committer.enqueue(parse_flow(bodies[n])))
+        if n + 1 < len(bodies):
+            loop.call_soon(arrive, n + 1)
+
+    arrive(0)
+    return futures
+
+
+def test_gathering_stops_at_a_full_batch(store: SQLiteStore) -> None:
+    pipeline = Pipeline(store)
+    sizes = batch_sizes(pipeline)
+    bodies = [flow("custom", 1, instance) for instance in IDS[:10]]
+
+    async def main() -> None:
+        committer = GroupCommitter(pipeline, max_batch=4, inline=True)
+        committer.start()
+        futures = trickle(committer, bodies)
+        while len(futures) < len(bodies):
+            await asyncio.sleep(0)
+        await asyncio.gather(*futures)
+        await committer.stop()
+
+    asyncio.run(main())
+    assert sizes == [4, 4, 2]
+
+
+def test_gathering_stops_after_a_while(
+    store: SQLiteStore, inline: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A steady trickle never leaves a pass quiet: the first callback would wait for ever.
+    monkeypatch.setattr(committer_module, "GATHER_SECONDS", 0.0)
+    pipeline = Pipeline(store)
+    sizes = batch_sizes(pipeline)
+    bodies = [flow("custom", 1, instance) for instance in IDS[:10]]
+
+    async def main() -> None:
+        committer = GroupCommitter(pipeline, inline=inline)
+        committer.start()
+        futures = trickle(committer, bodies)
+        while len(futures) < len(bodies):
+            await asyncio.sleep(0)
+        await asyncio.gather(*futures)
+        await committer.stop()
+
+    asyncio.run(main())
+    assert sum(sizes) == 10 and sizes[0] == 1
