@@ -76,3 +76,12 @@ def test_soak_prints_rss_and_errors() -> None:
     lines = out.splitlines()
     assert lines[1].startswith("minute 1: ") and " 0 errors, " in lines[1]
     assert lines[-1].startswith("RSS start ")
+
+
+def test_wal_pages_prints_pages_per_commit_by_btree() -> None:
+    out = run("scripts/wal_pages.py", "--warm", "500", "--commits", "5", "--batch", "10")
+    lines = out.splitlines()
+    assert lines[1].startswith("5 commits of 10: ")
+    trees = {line.split()[1] for line in lines[2:]}
+    assert {"flow_events", "instances", "counters"} <= trees
+    assert "?" not in trees  # every page has an owner
