@@ -140,10 +140,10 @@ class _Batch:
             touched = list(self.touched[kind].values())
             fresh = [entry for s in touched for entry in s.fresh]
             changed = [e for s in touched if s.history for e in s.history if e.changed]
+            self.tx.put_subjects(kind, touched)  # first: new events need their subject's row
             self.tx.add_entries(kind, fresh, self.now)
             self.tx.set_verdicts(kind, changed)
             self.tx.redeliver(kind, self.redelivered[kind], self.now)
-            self.tx.put_subjects(kind, touched)
             # update(), not +=: a Counter sum drops the negative deltas
             deltas.update(_deltas(kind, touched, fresh, changed, len(self.redelivered[kind])))
         self.tx.bump(deltas)

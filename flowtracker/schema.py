@@ -219,3 +219,44 @@ def m007_last_callback_counter(db: Database) -> None:
         )
     db.execute("DROP INDEX idx_flow_events_last_delivery_at")
     db.execute("DROP INDEX idx_document_snapshots_last_delivery_at")
+
+
+@migrations()
+def m008_events_keyed_by_subject_order(db: Database) -> None:
+    # Instance and document ids are random: the unique (subject id, position, dedup key)
+    # index put every new subject's events on a random leaf of an index as big as the
+    # events, which split and was written back at every commit; so did the (state, id)
+    # and anomalous-subject indexes. Subjects now get a number in the order they are first
+    # seen (`seq`). The keys of their events live in a table ordered by it, and lists are
+    # in that order: new and recent subjects' entries are at the end of each.
+    for subjects, events, keys, owner, position in (
+        ("instances", "flow_events", "flow_event_keys", "instance_id", ("event_ns",)),
+        (
+            "documents",
+            "document_snapshots",
+            "document_snapshot_keys",
+            "document_id",
+            ("object_version", "mtime_ns"),
+        ),
+    ):
+        db.execute(f"ALTER TABLE {subjects} ADD COLUMN seq INTEGER")
+        db.execute(f"UPDATE {subjects} SET seq = rowid")
+        db.execute(f"CREATE UNIQUE INDEX {subjects}_seq ON {subjects}(seq)")
+        columns = ", ".join(position)
+        db.execute(
+            f"CREATE TABLE {keys} (subject_seq INTEGER NOT NULL, "
+            + "".join(f"{column} INTEGER NOT NULL, " for column in position)
+            + f"dedup_key TEXT NOT NULL, event_id INTEGER NOT NULL, "
+            f"PRIMARY KEY (subject_seq, {columns}, dedup_key)) WITHOUT ROWID"
+        )
+        db.execute(
+            f"INSERT INTO {keys} SELECT s.seq, "
+            + "".join(f"e.{column}, " for column in position)
+            + f"e.dedup_key, e.id FROM {events} e JOIN {subjects} s ON s.id = e.{owner} "
+            f"ORDER BY 1, {', '.join(str(n + 2) for n in range(len(position) + 1))}"
+        )
+        db.execute(f"DROP INDEX idx_{events}_{owner}_{'_'.join(position)}_dedup_key")
+        db.execute(f"DROP INDEX idx_{subjects}_state_id")
+        db.execute(f"CREATE INDEX {subjects}_state_seq ON {subjects}(state, seq)")
+        db.execute(f"DROP INDEX {subjects}_anomalous")
+        db.execute(f"CREATE INDEX {subjects}_anomalous ON {subjects}(seq) WHERE anomalies > 0")

@@ -28,7 +28,7 @@ from .events import Kind
 from .records import DELIVERY_OUTCOMES, Outcome
 from .schema import LAST_CALLBACK, migrations
 from .settings import Durability
-from .sqlite_transaction import EVENTS, ORDER, OWNER, SUBJECTS, SQLiteTransaction
+from .sqlite_transaction import EVENTS, SUBJECTS, SQLiteTransaction, events_of
 from .storage import Quarantined, SubjectFilter
 from .timestamps import format_ns
 
@@ -106,28 +106,33 @@ class SQLiteStore:
             found = read(f"SELECT * FROM {SUBJECTS[kind]} WHERE id = ?", (subject_id,))
             if not found:
                 return None
-            events = read(
-                f"SELECT * FROM {EVENTS[kind]} WHERE {OWNER[kind]} = ? ORDER BY {ORDER[kind]}",
-                (subject_id,),
-            )
+            events = read(f"SELECT e.* {events_of(kind)}", (subject_id,))
             return found[0], events
 
     def list_subjects(
-        self, kind: Kind, where: SubjectFilter, after: str | None, limit: int
+        self, kind: Kind, where: SubjectFilter, after: int | None, limit: int
     ) -> list[Row]:
-        clauses, params = ["id > ?"], [after or ""]
+        # In `seq` order, on an index for each filter: (state, seq), the partial index of
+        # anomalous subjects, or `seq` alone. An id prefix's range on the primary key is
+        # narrower than any of them: then the other terms stay off the indexes (SQLite's
+        # unary +) and what the range finds is sorted.
+        def term(column: str) -> str:
+            return f"+{column}" if where.id_prefix else column
+
+        clauses = [f"{term('seq')} > ?"]
+        params: list[int | str] = [after or 0]
         if where.state is not None:
-            clauses.append("state = ?")
+            clauses.append(f"{term('state')} = ?")
             params.append(where.state)
         if where.anomalous:
-            clauses.append("anomalies > 0")
+            clauses.append(f"{term('anomalies')} > 0")
         if where.received_before is not None:
-            clauses.append("state = 'in_progress' AND last_received_at < ?")
+            clauses.append(f"{term('state')} = 'in_progress' AND {term('last_received_at')} < ?")
             params.append(where.received_before)
         if where.id_prefix:  # a range on the primary key, not a LIKE scan
             clauses.append("id >= ? AND id < ?")
             params += [where.id_prefix, where.id_prefix + "\U0010ffff"]
-        sql = f"SELECT * FROM {SUBJECTS[kind]} WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?"
+        sql = f"SELECT * FROM {SUBJECTS[kind]} WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?"
         with self._reading() as read:
             return read(sql, (*params, limit))
 
@@ -192,8 +197,8 @@ class SQLiteStore:
                 )[0]["n"])  # fmt: skip
             kind, subject_id = subject
             found = read(
-                f"SELECT COUNT(*) AS n, SUM(deliveries) AS d, MAX(last_delivery_at) AS at "
-                f"FROM {EVENTS[kind]} WHERE {OWNER[kind]} = ?",
+                "SELECT COUNT(*) AS n, SUM(e.deliveries) AS d, MAX(e.last_delivery_at) AS at "
+                + events_of(kind),
                 (subject_id,),
             )[0]
         return f"{found['n']}.{found['d'] or 0}.{found['at'] or ''}"

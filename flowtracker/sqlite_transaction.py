@@ -18,6 +18,10 @@ from .timestamps import format_ns
 SUBJECTS: dict[Kind, str] = {"flow": "instances", "document": "documents"}
 EVENTS: dict[Kind, str] = {"flow": "flow_events", "document": "document_snapshots"}
 OWNER: dict[Kind, str] = {"flow": "instance_id", "document": "document_id"}
+# Where each event is: (its subject's `seq`, its position, its dedup key) -> its row id.
+# A subject's `seq` numbers it in the order it was first seen, so the keys of new and
+# recent subjects go to the end of this table, not to random leaves (migration m008).
+KEYS: dict[Kind, str] = {"flow": "flow_event_keys", "document": "document_snapshot_keys"}
 ORDER: dict[Kind, str] = {
     "flow": "event_ns, dedup_key",
     "document": "object_version, mtime_ns, dedup_key",
@@ -29,22 +33,32 @@ _SUBJECT_COLUMNS = (
     "last_received_at",
 )  # fmt: skip
 _INSERT: dict[Kind, str] = {
-    "flow": "INSERT INTO flow_events (dedup_key, instance_id, type, version, event_created, "
+    "flow": "INSERT INTO flow_events (id, dedup_key, instance_id, type, version, event_created, "
     "event_ns, outcome, reason, out_of_order, deliveries, received_at, last_delivery_at, "
-    "body, content_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
-    "document": "INSERT INTO document_snapshots (dedup_key, document_id, status, "
+    "body, content_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
+    "document": "INSERT INTO document_snapshots (id, dedup_key, document_id, status, "
     "object_version, mtime, mtime_ns, signed_and_sealed, title, outcome, reason, "
     "out_of_order, deliveries, received_at, last_delivery_at, body, content_type) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
 }
-_HISTORY_COLUMNS: dict[Kind, str] = {
-    "flow": "id, dedup_key, type, version, event_created, event_ns, outcome, reason, out_of_order",
-    "document": "id, dedup_key, status, object_version, mtime, mtime_ns, signed_and_sealed, "
-    "title, outcome, reason, out_of_order",
+_INSERT_KEY: dict[Kind, str] = {  # from the values of `_event_key`, then the row id
+    "flow": "INSERT INTO flow_event_keys (subject_seq, event_ns, dedup_key, event_id) "
+    "VALUES ((SELECT seq FROM instances WHERE id = ?), ?, ?, ?)",
+    "document": "INSERT INTO document_snapshot_keys (subject_seq, object_version, mtime_ns, "
+    "dedup_key, event_id) VALUES ((SELECT seq FROM documents WHERE id = ?), ?, ?, ?, ?)",
 }
-_EVENT_IS: dict[Kind, str] = {
-    "flow": "instance_id = ? AND event_ns = ? AND dedup_key = ?",
-    "document": "document_id = ? AND object_version = ? AND mtime_ns = ? AND dedup_key = ?",
+_HISTORY_COLUMNS: dict[Kind, str] = {  # of the events `e` (`events_of`)
+    "flow": "e.id, e.dedup_key, e.type, e.version, e.event_created, e.event_ns, e.outcome, "
+    "e.reason, e.out_of_order",
+    "document": "e.id, e.dedup_key, e.status, e.object_version, e.mtime, e.mtime_ns, "
+    "e.signed_and_sealed, e.title, e.outcome, e.reason, e.out_of_order",
+}
+# The key row `k` of an event, from the values of `_event_key`.
+_KEY_IS: dict[Kind, str] = {
+    "flow": "k.subject_seq = (SELECT seq FROM instances WHERE id = ?) "
+    "AND k.event_ns = ? AND k.dedup_key = ?",
+    "document": "k.subject_seq = (SELECT seq FROM documents WHERE id = ?) "
+    "AND k.object_version = ? AND k.mtime_ns = ? AND k.dedup_key = ?",
 }
 _IN_CHUNK = 500  # bound parameters per IN (...) query
 
@@ -56,9 +70,10 @@ class SQLiteTransaction:
         self.conn = conn
 
     def known_keys(self, kind: Kind, callbacks: Iterable[Callback]) -> dict[str, bool]:
-        # One point lookup each on the unique (subject, position, key) index: that index
-        # is also what keeps dedup keys unique, so no second random-key index is written.
-        sql = f"SELECT dedup_key, out_of_order FROM {EVENTS[kind]} WHERE {_EVENT_IS[kind]}"
+        # One point lookup each on the (subject, position, key) keys: their primary key is
+        # also what keeps dedup keys unique, so no random-key index is written.
+        sql = (f"SELECT k.dedup_key, e.out_of_order FROM {KEYS[kind]} k "
+               f"JOIN {EVENTS[kind]} e ON e.id = k.event_id WHERE {_KEY_IS[kind]}")  # fmt: skip
         found: dict[str, bool] = {}
         for callback in callbacks:
             row = self.conn.execute(sql, _event_key(callback)).fetchone()
@@ -72,17 +87,24 @@ class SQLiteTransaction:
 
     def history(self, kind: Kind, subject_id: str) -> list[Entry]:
         # Only the columns the fold needs: never the bodies, on the hot path.
-        sql = (f"SELECT {_HISTORY_COLUMNS[kind]} FROM {EVENTS[kind]} "
-               f"WHERE {OWNER[kind]} = ? ORDER BY {ORDER[kind]}")  # fmt: skip
+        sql = f"SELECT {_HISTORY_COLUMNS[kind]} {events_of(kind)}"
         make = _flow_entry if kind == "flow" else _document_entry
         return [make(row) for row in self.conn.execute(sql, (subject_id,))]
 
     def add_entries(self, kind: Kind, entries: Sequence[Entry], received_at: str) -> None:
+        """After `put_subjects`: the key rows take the `seq` of each event's subject."""
+        # Row ids given here, as SQLite would (the greatest plus one), for the key rows.
+        last = self.conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {EVENTS[kind]}").fetchone()[0]
+        for row_id, entry in enumerate(entries, start=last + 1):
+            entry.row_id = row_id
         self.conn.executemany(_INSERT[kind], [
-            (e.key, *_COLUMNS[kind](e.source), e.verdict.outcome, e.verdict.reason,
+            (e.row_id, e.key, *_COLUMNS[kind](e.source), e.verdict.outcome, e.verdict.reason,
              e.out_of_order, received_at, received_at, e.source.body, e.source.content_type)
             for e in entries
         ])  # fmt: skip
+        self.conn.executemany(
+            _INSERT_KEY[kind], [(*_event_key(e.source), e.row_id) for e in entries]
+        )
 
     def set_verdicts(self, kind: Kind, entries: Sequence[Entry]) -> None:
         self.conn.executemany(
@@ -93,7 +115,7 @@ class SQLiteTransaction:
     def redeliver(self, kind: Kind, callbacks: Sequence[Callback], at: str) -> None:
         self.conn.executemany(
             f"UPDATE {EVENTS[kind]} SET deliveries = deliveries + 1, last_delivery_at = ? "
-            f"WHERE {_EVENT_IS[kind]}",
+            f"WHERE id = (SELECT k.event_id FROM {KEYS[kind]} k WHERE {_KEY_IS[kind]})",
             [(at, *_event_key(callback)) for callback in callbacks],
         )
 
@@ -103,28 +125,33 @@ class SQLiteTransaction:
         rows = {s.id: (s.id, s.state, s.anomalies, s.events, s.first_at, s.first_ns, s.last_at,
                        s.last_ns, s.last[0][0], s.last[0][1], s.last[1], s.last_received_at,
                        *(s.shown.get(name) for name in shown)) for s in subjects}  # fmt: skip
+        # A new subject's `seq` is the next number: `KEYS` keeps its events in that order.
         self.conn.executemany(
-            f"INSERT INTO {SUBJECTS[kind]} ({', '.join(names)}) "
-            f"VALUES ({', '.join('?' * len(names))}) ON CONFLICT (id) DO UPDATE SET "
+            f"INSERT INTO {SUBJECTS[kind]} (seq, {', '.join(names)}) "
+            f"VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM {SUBJECTS[kind]}), "
+            f"{', '.join('?' * len(names))}) ON CONFLICT (id) DO UPDATE SET "
             + ", ".join(f"{name} = excluded.{name}" for name in names[1:]),
             [rows[s.id] for s in subjects if s.stored_state is None],
         )
         # A stored subject gets its state and anomaly count only when they change: an
         # UPDATE that assigns a column rewrites its index entries even with the value they
-        # had, and the (state, ...) indexes and the partial index of anomalous subjects
-        # would each write a page at a random place, per subject and commit.
-        updates: dict[tuple[bool, bool], list[Subject]] = {}
+        # had, and the (state, seq) index and the partial index of anomalous subjects would
+        # each write a page per subject and commit.
+        updates: dict[tuple[str, ...], list[Subject]] = {}
         for s in subjects:
             if s.stored_state is not None:
-                changed = (s.state != s.stored_state, s.anomalies != s.stored_anomalies)
-                updates.setdefault(changed, []).append(s)
-        for (state, anomalies), chosen in updates.items():
-            columns = [1] * state + [2] * anomalies + list(range(3, len(names)))
+                unchanged = {"id"}
+                unchanged |= {"state"} if s.state == s.stored_state else set()
+                unchanged |= {"anomalies"} if s.anomalies == s.stored_anomalies else set()
+                assigned = tuple(name for name in names if name not in unchanged)
+                updates.setdefault(assigned, []).append(s)
+        for assigned, chosen in updates.items():
+            positions = [names.index(name) for name in assigned]
             self.conn.executemany(
                 f"UPDATE {SUBJECTS[kind]} SET "
-                + ", ".join(f"{names[column]} = ?" for column in columns)
+                + ", ".join(f"{name} = ?" for name in assigned)
                 + " WHERE id = ?",
-                [(*(rows[s.id][column] for column in columns), s.id) for s in chosen],
+                [(*(rows[s.id][n] for n in positions), s.id) for s in chosen],
             )
 
     def bump(self, deltas: Mapping[str, int]) -> None:
@@ -164,6 +191,16 @@ class SQLiteTransaction:
         return rows
 
 
+def events_of(kind: Kind) -> str:
+    """`FROM ... WHERE ... ORDER BY ...` for the events of the subject with id `?`, as `e`,
+    in order."""
+    return (
+        f"FROM {KEYS[kind]} k JOIN {EVENTS[kind]} e ON e.id = k.event_id "
+        f"WHERE k.subject_seq = (SELECT seq FROM {SUBJECTS[kind]} WHERE id = ?) "
+        f"ORDER BY k.subject_seq, {', '.join('k.' + c for c in ORDER[kind].split(', '))}"
+    )
+
+
 def subject(kind: Kind, row: sqlite3.Row) -> Subject:
     """A stored summary row as the fold's `Subject`."""
     shown = {name: row[name] for name in SHOWN} if kind == "document" else {}
@@ -180,7 +217,7 @@ def subject(kind: Kind, row: sqlite3.Row) -> Subject:
 
 
 def _event_key(c: Callback) -> tuple[object, ...]:
-    """The values of `_EVENT_IS` for a callback: where its event is, if it is stored."""
+    """The values of `_KEY_IS` for a callback: where its event is, if it is stored."""
     if isinstance(c, FlowCallback):
         return (c.instance_id, c.event_created.ns, c.dedup_key)
     return (c.document_id, c.object_version, c.mtime.ns, c.dedup_key)

@@ -90,9 +90,10 @@ class Store(Protocol):
         one snapshot; None when there is no such subject."""
 
     def list_subjects(
-        self, kind: Kind, where: SubjectFilter, after: str | None, limit: int
+        self, kind: Kind, where: SubjectFilter, after: int | None, limit: int
     ) -> list[dict[str, Any]]:
-        """Subject summary rows in id order, keyset-paginated."""
+        """Subject summary rows in the order they were first seen (their `seq`), after the
+        one numbered `after` (keyset)."""
 
     def quietest(self, received_before: str, limit: int) -> list[dict[str, Any]]:
         """In-progress instances with nothing received since `received_before`, the

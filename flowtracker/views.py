@@ -76,7 +76,8 @@ def document_summary(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def instances(store: Store, where: SubjectFilter, page: Page) -> dict[str, Any]:
-    """A page of instance summaries in id order, with the cursor of the next page."""
+    """A page of instance summaries in the order they were first seen, with the cursor of
+    the next page."""
     return _subjects(store, "flow", where, page)
 
 
@@ -196,14 +197,20 @@ def anomalies(
 
 
 def _subjects(store: Store, kind: Kind, where: SubjectFilter, page: Page) -> dict[str, Any]:
-    after = _decode_cursor(page.cursor, 1)[0] if page.cursor else None
+    after = _seq(_decode_cursor(page.cursor, 1)[0]) if page.cursor else None
     rows = store.list_subjects(kind, where, after, _limit(page) + 1)
     summary = instance_summary if kind == "flow" else document_summary
     more = len(rows) > page.limit
     return {
         "items": [summary(row) for row in rows[: page.limit]],
-        "next": _encode_cursor([rows[page.limit - 1]["id"]]) if more else None,
+        "next": _encode_cursor([str(rows[page.limit - 1]["seq"])]) if more else None,
     }
+
+
+def _seq(value: str) -> int:
+    if not (value.isascii() and value.isdigit()):  # e.g. an id, from before migration m008
+        raise InvalidQuery({"cursor": "not a cursor this API gave out"})
+    return int(value)
 
 
 def _flow_event(row: dict[str, Any]) -> dict[str, Any]:

@@ -356,12 +356,19 @@ def test_the_last_callback_time_is_the_latest_arrival_and_survives_a_rebuild(
     assert last() == latest
 
 
-def test_a_database_from_before_the_last_callback_counter_gets_it(db_path: Path) -> None:
+@pytest.mark.parametrize("kinds", ["flow, document", "document, flow", "document"])
+def test_a_database_from_before_the_last_callback_counter_gets_it(
+    db_path: Path, kinds: str
+) -> None:
     clock = Clock()
     store = SQLiteStore(db_path)
-    send(Pipeline(store, clock), flow("custom", 1))
-    clock.advance(5)
-    send_documents(Pipeline(store, clock), document_form("pending", 1))
+    for kind in kinds.split(", "):  # the last one is the latest
+        if kind == "flow":
+            send(Pipeline(store, clock), flow("custom", 1))
+        else:
+            send_documents(Pipeline(store, clock), document_form("pending", 1))
+        clock.advance(5)
+    clock.advance(-5)
     store.close()
     with sqlite3.connect(db_path) as conn:  # as it was before migration m007
         conn.execute("DELETE FROM counters WHERE name = 'last_callback_ns'")
@@ -375,5 +382,65 @@ def test_a_database_from_before_the_last_callback_counter_gets_it(db_path: Path)
         )
         indexes = [row[0] for row in store._writer.execute("SELECT name FROM sqlite_master")]
         assert not [name for name in indexes if "last_delivery_at" in name]
+    finally:
+        store.close()
+
+
+def test_subjects_are_numbered_in_the_order_they_are_first_seen(
+    pipeline: Pipeline, store: SQLiteStore
+) -> None:
+    # Their events' keys are kept in that order: new subjects' keys go to the end.
+    order = [str(uuid.UUID(int=n * 7919 % 1000)) for n in range(1, 6)]
+    pipeline.ingest([parse_flow(flow("custom", 1, instance)) for instance in order[:3]])
+    send(pipeline, flow("custom", 2, order[0]), flow("custom", 1, order[3]))
+    send(pipeline, flow("custom", 1, order[4]), flow("custom", 3, order[1]))
+    conn = store._writer
+    assert [r[0] for r in conn.execute("SELECT id FROM instances ORDER BY seq")] == order
+    assert [r[0] for r in conn.execute("SELECT seq FROM instances ORDER BY seq")] == [1, 2, 3, 4, 5]
+    keys = conn.execute(
+        "SELECT e.instance_id, k.subject_seq FROM flow_event_keys k "
+        "JOIN flow_events e ON e.id = k.event_id"
+    ).fetchall()
+    assert len(keys) == 7
+    assert {tuple(key) for key in keys} == {(instance, n + 1) for n, instance in enumerate(order)}
+
+
+def test_a_database_from_before_the_event_keys_gets_them(db_path: Path, clock: Clock) -> None:
+    store = SQLiteStore(db_path)
+    pipeline = Pipeline(store, clock)
+    send(pipeline, flow("custom", 5), flow("custom", 1, OTHER), flow("completed", 9))
+    send_documents(pipeline, document_form("pending", 1), document_form("closed", 2))
+    before = views.instance(store, INSTANCE), views.document(store, DOCUMENT)
+    store.close()
+    with sqlite3.connect(db_path) as conn:  # as it was before migration m008
+        for subjects, events, keys, columns in (
+            ("instances", "flow_events", "flow_event_keys", "instance_id, event_ns"),
+            ("documents", "document_snapshots", "document_snapshot_keys",
+             "document_id, object_version, mtime_ns"),
+        ):  # fmt: skip
+            conn.execute(f"DROP TABLE {keys}")
+            for index in ("seq", "state_seq", "anomalous"):
+                conn.execute(f"DROP INDEX {subjects}_{index}")
+            conn.execute(f"ALTER TABLE {subjects} DROP COLUMN seq")
+            conn.execute(f"CREATE INDEX idx_{subjects}_state_id ON {subjects} (state, id)")
+            conn.execute(f"CREATE INDEX {subjects}_anomalous ON {subjects}(id) WHERE anomalies > 0")
+            index = f"idx_{events}_{columns.replace(', ', '_')}_dedup_key"
+            conn.execute(f"CREATE UNIQUE INDEX {index} ON {events} ({columns}, dedup_key)")
+        conn.execute(
+            "DELETE FROM _sqlite_migrations WHERE name = 'm008_events_keyed_by_subject_order'"
+        )
+    store = SQLiteStore(db_path)
+    try:
+        assert (views.instance(store, INSTANCE), views.document(store, DOCUMENT)) == before
+        pipeline = Pipeline(store, clock)
+        # a repeat is still known, and a late event still refolds what was stored before
+        assert [r.outcome for r in send(pipeline, flow("custom", 5))] == ["duplicate"]
+        late = send(pipeline, flow("custom", 3))[0]
+        assert (late.outcome, late.out_of_order, late.state) == ("applied", True, "completed")
+        new = str(uuid.UUID(int=3))
+        assert [r.outcome for r in send(pipeline, flow("custom", 1, new))] == ["applied"]
+        seqs = store._writer.execute("SELECT id, seq FROM instances ORDER BY seq").fetchall()
+        assert [seq for _, seq in seqs] == [1, 2, 3] and seqs[-1][0] == new
+        assert len(views.instance(store, INSTANCE)["events"]) == 3
     finally:
         store.close()

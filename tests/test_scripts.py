@@ -83,5 +83,5 @@ def test_wal_pages_prints_pages_per_commit_by_btree() -> None:
     lines = out.splitlines()
     assert lines[1].startswith("5 commits of 10: ")
     trees = {line.split()[1] for line in lines[2:]}
-    assert {"flow_events", "instances", "counters"} <= trees
+    assert {"flow_event_keys", "flow_events", "instances", "counters"} <= trees
     assert "?" not in trees  # every page has an owner

@@ -15,6 +15,7 @@ from tests.conftest import DOCUMENT, INSTANCE, T0, Clock, at, document_form, flo
 DAY = 86_400
 WEEK = 7 * DAY * 1_000_000_000
 IDS = [f"00000000-0000-4000-8000-{n:012d}" for n in range(7)]
+NOT_A_CURSOR = "not a cursor this API gave out"
 
 
 def test_instance_view_is_the_whole_history(pipeline: Pipeline, store: SQLiteStore) -> None:
@@ -115,6 +116,57 @@ def test_pages_walk_every_instance_once(seven: Pipeline, store: SQLiteStore) -> 
     assert (seen, pages) == (IDS, 3)
 
 
+def test_lists_are_in_the_order_instances_were_first_seen(
+    pipeline: Pipeline, store: SQLiteStore
+) -> None:
+    first_seen = [IDS[4], IDS[1], IDS[6], IDS[0], IDS[3]]
+    for n, instance in enumerate(first_seen):
+        pipeline.ingest([parse_flow(flow("custom", 1, instance))])
+        if n % 2:  # an anomaly: a late event
+            pipeline.ingest([parse_flow(flow("completed", 3, instance))])
+            pipeline.ingest([parse_flow(flow("custom", 2, instance))])
+    pipeline.ingest([parse_flow(flow("custom", 5, first_seen[0]))])  # seen again: no move
+    for where, expected in (
+        (SubjectFilter(), first_seen),
+        (SubjectFilter(state="in_progress"), first_seen[::2]),
+        (SubjectFilter(anomalous=True), first_seen[1::2]),
+    ):
+        seen, cursor = [], None
+        while True:
+            page = views.instances(store, where, views.Page(2, cursor))
+            seen += ids(page)
+            if (cursor := page["next"]) is None:
+                break
+        assert seen == expected
+
+
+@pytest.mark.parametrize(
+    ("where", "index"),
+    [
+        (SubjectFilter(), "instances_seq"),
+        (SubjectFilter(state="completed"), "instances_state_seq"),
+        (SubjectFilter(anomalous=True), "instances_anomalous"),
+        (views.stuck_filter(T0, WEEK), "instances_state_seq"),
+        # the primary key's range, then a sort of what it found
+        (SubjectFilter(id_prefix="0000"), "sqlite_autoindex_instances_1"),
+        (SubjectFilter(state="completed", id_prefix="0000"), "sqlite_autoindex_instances_1"),
+        (SubjectFilter(anomalous=True, id_prefix="0000"), "sqlite_autoindex_instances_1"),
+    ],
+)
+def test_every_list_filter_reads_an_index(
+    store: SQLiteStore, where: SubjectFilter, index: str
+) -> None:
+    statements: list[str] = []
+    conn = store._new_reader()
+    conn.set_trace_callback(statements.append)
+    store._idle_readers.put(conn)
+    views.instances(store, where, views.Page(2))
+    (sql,) = [s for s in statements if s.startswith("SELECT * FROM instances")]
+    plan = " / ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
+    assert f"USING INDEX {index} " in plan, plan
+    assert ("TEMP B-TREE" in plan) == bool(where.id_prefix), plan
+
+
 @pytest.mark.parametrize(
     ("where", "expected"),
     [
@@ -148,6 +200,8 @@ def test_status_counts_stuck_instances(seven: Pipeline, store: SQLiteStore) -> N
         (views.Page(501), {"limit": "must be in 1..500 (got 501)"}),
         (views.Page(10, "garbage!"), {"cursor": "not a cursor this API gave out"}),
         (views.Page(10, "WyJhIiwiYiJd"), {"cursor": "not a cursor this API gave out"}),
+        # a cursor given out before migration m008 held an instance id
+        (views.Page(10, views._encode_cursor([IDS[0]])), {"cursor": NOT_A_CURSOR}),
     ],
 )
 def test_bad_page_is_an_invalid_query(
