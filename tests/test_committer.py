@@ -159,34 +159,10 @@ def test_after_stop_callbacks_are_told_to_come_back(store: SQLiteStore, inline: 
     asyncio.run(main())
 
 
-def test_callbacks_ready_one_loop_pass_after_another_share_a_transaction(
-    store: SQLiteStore, inline: bool
-) -> None:
-    # As a worker's requests reach the writer: one after the other, each read in a pass of
-    # the event loop. The batch is cut at the first pass that brings nothing.
-    counting = CountingStore(store)
-    pipeline = Pipeline(counting)  # type: ignore[arg-type]
-    bodies = [flow("custom", 1, instance) for instance in IDS[:10]]
-
-    async def main() -> list[Receipt]:
-        committer = GroupCommitter(pipeline, inline=inline)
-        committer.start()
-        futures = trickle(committer, bodies)
-        try:
-            while len(futures) < len(bodies):
-                await asyncio.sleep(0)
-            return await asyncio.gather(*futures)
-        finally:
-            await committer.stop()
-
-    receipts = asyncio.run(main())
-    assert [(r.outcome, r.subject_id) for r in receipts] == [("applied", i) for i in IDS[:10]]
-    assert counting.transactions == 1
-
-
-def batch_sizes(pipeline: Pipeline) -> list[int]:
-    """Records how many callbacks each `ingest` (one transaction) is given."""
-    sizes: list[int] = []
+def trickled(store: SQLiteStore, **options: Any) -> tuple[list[Receipt], list[int]]:
+    """Ten callbacks handed to a committer one per pass of the event loop, as a worker's
+    requests reach the writer; their receipts, and the callbacks of each transaction."""
+    pipeline, sizes = Pipeline(store), []
     ingest = pipeline.ingest
 
     def recording(callbacks: Any) -> list[Receipt]:
@@ -194,38 +170,40 @@ def batch_sizes(pipeline: Pipeline) -> list[int]:
         return ingest(callbacks)
 
     pipeline.ingest = recording  # type: ignore[method-assign]
-    return sizes
+    bodies = [flow("custom", 1, instance) for instance in IDS[:10]]
+
+    async def main() -> list[Receipt]:
+        committer = GroupCommitter(pipeline, **options)
+        committer.start()
+        loop, futures = asyncio.get_running_loop(), []
+
+        def arrive(n: int) -> None:
+            futures.append(committer.enqueue(parse_flow(bodies[n])))
+            if n + 1 < len(bodies):
+                loop.call_soon(arrive, n + 1)
+
+        arrive(0)
+        try:
+            while len(futures) < len(bodies):
+                await asyncio.sleep(0)
+            return await asyncio.gather(*futures)
+        finally:
+            await committer.stop()
+
+    return asyncio.run(main()), sizes
 
 
-def trickle(committer: GroupCommitter, bodies: list[bytes]) -> list[asyncio.Future[Receipt]]:
-    """Enqueues one callback per pass of the event loop, from now on."""
-    loop, futures = asyncio.get_running_loop(), []
-
-    def arrive(n: int) -> None:
-        futures.append(committer.enqueue(parse_flow(bodies[n])))
-        if n + 1 < len(bodies):
-            loop.call_soon(arrive, n + 1)
-
-    arrive(0)
-    return futures
+def test_callbacks_ready_one_loop_pass_after_another_share_a_transaction(
+    store: SQLiteStore, inline: bool
+) -> None:
+    # The batch is cut at the first pass of the loop that brings nothing.
+    receipts, sizes = trickled(store, inline=inline)
+    assert [(r.outcome, r.subject_id) for r in receipts] == [("applied", i) for i in IDS[:10]]
+    assert sizes == [10]
 
 
 def test_gathering_stops_at_a_full_batch(store: SQLiteStore) -> None:
-    pipeline = Pipeline(store)
-    sizes = batch_sizes(pipeline)
-    bodies = [flow("custom", 1, instance) for instance in IDS[:10]]
-
-    async def main() -> None:
-        committer = GroupCommitter(pipeline, max_batch=4, inline=True)
-        committer.start()
-        futures = trickle(committer, bodies)
-        while len(futures) < len(bodies):
-            await asyncio.sleep(0)
-        await asyncio.gather(*futures)
-        await committer.stop()
-
-    asyncio.run(main())
-    assert sizes == [4, 4, 2]
+    assert trickled(store, max_batch=4, inline=True)[1] == [4, 4, 2]
 
 
 def test_gathering_stops_after_a_while(
@@ -233,18 +211,5 @@ def test_gathering_stops_after_a_while(
 ) -> None:
     # A steady trickle never leaves a pass quiet: the first callback would wait for ever.
     monkeypatch.setattr(committer_module, "GATHER_SECONDS", 0.0)
-    pipeline = Pipeline(store)
-    sizes = batch_sizes(pipeline)
-    bodies = [flow("custom", 1, instance) for instance in IDS[:10]]
-
-    async def main() -> None:
-        committer = GroupCommitter(pipeline, inline=inline)
-        committer.start()
-        futures = trickle(committer, bodies)
-        while len(futures) < len(bodies):
-            await asyncio.sleep(0)
-        await asyncio.gather(*futures)
-        await committer.stop()
-
-    asyncio.run(main())
+    sizes = trickled(store, inline=inline)[1]
     assert sum(sizes) == 10 and sizes[0] == 1
