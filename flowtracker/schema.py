@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from .timestamps import parse_timestamp
 
 migrations = Migrations("flowtracker")
+
+
+def migrate(db: Database) -> None:
+    """Applies the migrations this flowtracker knows and the database has not had yet.
+
+    Refuses a database that a newer flowtracker has migrated: code that does not know its
+    schema would write rows its readers cannot find (an event without its key, m008).
+    """
+    known = {migration.name for migration in migrations.pending(Database(memory=True))}
+    newer = [m.name for m in migrations.applied(db) if m.name not in known]
+    if newer:
+        raise sqlite3.DatabaseError(
+            f"a newer flowtracker has migrated this database ({', '.join(newer)}): "
+            "run that version or a later one"
+        )
+    migrations.apply(db)
+
 
 _SUBJECT_COLUMNS = {
     "id": str,
@@ -255,6 +274,14 @@ def m008_events_keyed_by_subject_order(db: Database) -> None:
             + f"e.dedup_key, e.id FROM {events} e JOIN {subjects} s ON s.id = e.{owner} "
             f"ORDER BY 1, {', '.join(str(n + 2) for n in range(len(position) + 1))}"
         )
+        # Every event has its subject's row, written in the same transaction; if one had
+        # not, its key would be lost with the index: stop, and leave the database as it was.
+        count = "SELECT (SELECT COUNT(*) FROM {}) - (SELECT COUNT(*) FROM {})"
+        if missing := db.execute(count.format(events, keys)).fetchone()[0]:
+            raise sqlite3.IntegrityError(
+                f"migration m008: {missing} rows of {events} have no row in {subjects}; "
+                "the database was left as it was"
+            )
         db.execute(f"DROP INDEX idx_{events}_{owner}_{'_'.join(position)}_dedup_key")
         db.execute(f"DROP INDEX idx_{subjects}_state_id")
         db.execute(f"CREATE INDEX {subjects}_state_seq ON {subjects}(state, seq)")

@@ -19,14 +19,14 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 from sqlite_utils import Database
 
 from .errors import StorageUnavailable
 from .events import Kind
 from .records import DELIVERY_OUTCOMES, Outcome
-from .schema import LAST_CALLBACK, migrations
+from .schema import LAST_CALLBACK, migrate
 from .settings import Durability
 from .sqlite_transaction import EVENTS, SUBJECTS, SQLiteTransaction, events_of
 from .storage import Quarantined, SubjectFilter
@@ -69,7 +69,7 @@ class SQLiteStore:
             self._checkpointer = _Checkpointer(self._connect(), checkpoint_seconds)
             try:
                 with self._write():
-                    migrations.apply(Database(self._writer))
+                    migrate(Database(self._writer))
             except BaseException:
                 self._checkpointer.close()
                 raise
@@ -135,6 +135,17 @@ class SQLiteStore:
         sql = f"SELECT * FROM {SUBJECTS[kind]} WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?"
         with self._reading() as read:
             return read(sql, (*params, limit))
+
+    def id_match(self, kind: Kind, prefix: str) -> Literal["whole", "prefix"] | None:
+        # The primary key's range, in id order: the id itself comes first if it is there.
+        with self._reading() as read:
+            found = read(
+                f"SELECT id FROM {SUBJECTS[kind]} WHERE id >= ? AND id < ? ORDER BY id LIMIT 1",
+                (prefix, prefix + "\U0010ffff"),
+            )
+        if not found:
+            return None
+        return "whole" if found[0]["id"] == prefix else "prefix"
 
     def quietest(self, received_before: str, limit: int) -> list[Row]:
         with self._reading() as read:  # the (state, last_received_at) index, in its order

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from .events import Callback, Kind
 from .records import Entry, Subject
@@ -94,6 +94,9 @@ class Store(Protocol):
     ) -> list[dict[str, Any]]:
         """Subject summary rows in the order they were first seen (their `seq`), after the
         one numbered `after` (keyset)."""
+
+    def id_match(self, kind: Kind, prefix: str) -> Literal["whole", "prefix"] | None:
+        """Whether a subject has the id `prefix` ("whole"), or only one that starts so."""
 
     def quietest(self, received_before: str, limit: int) -> list[dict[str, Any]]:
         """In-progress instances with nothing received since `received_before`, the

@@ -197,18 +197,19 @@ def anomalies(
 
 
 def _subjects(store: Store, kind: Kind, where: SubjectFilter, page: Page) -> dict[str, Any]:
-    after = _seq(_decode_cursor(page.cursor, 1)[0]) if page.cursor else None
+    after = _seq(*_decode_cursor(page.cursor, 2)) if page.cursor else None
     rows = store.list_subjects(kind, where, after, _limit(page) + 1)
     summary = instance_summary if kind == "flow" else document_summary
     more = len(rows) > page.limit
     return {
         "items": [summary(row) for row in rows[: page.limit]],
-        "next": _encode_cursor([str(rows[page.limit - 1]["seq"])]) if more else None,
+        "next": _encode_cursor(["seq", str(rows[page.limit - 1]["seq"])]) if more else None,
     }
 
 
-def _seq(value: str) -> int:
-    if not (value.isascii() and value.isdigit()):  # e.g. an id, from before migration m008
+def _seq(tag: str, value: str) -> int:
+    # Tagged: a cursor from before migration m008 held one id, which may be all digits.
+    if tag != "seq" or not (value.isascii() and value.isdigit() and len(value) <= 18):
         raise InvalidQuery({"cursor": "not a cursor this API gave out"})
     return int(value)
 

@@ -510,6 +510,20 @@ def test_an_oversized_sign_in_form_is_413(signed: TestClient) -> None:
     assert response.status_code == 413
 
 
+def test_the_header_box_prefers_a_whole_document_id_seen_after_longer_ones(
+    client: TestClient,
+) -> None:
+    # Lists are in first-seen order: the whole id is found by itself, not as the first row.
+    for document in (b"1234", b"123"):
+        form = document_form("pending", 1).replace(DOCUMENT.encode(), document)
+        assert client.post("/callbacks/document", content=form, headers=FORM).status_code == 200
+    post_flow(client, flow("custom", 1, instance="12300000-0000-4000-8000-000000000000"))
+    response = client.get("/ui/search?q=123", follow_redirects=False)
+    assert response.headers["location"] == "/ui/documents?q=123"
+    response = client.get("/ui/search?q=12", follow_redirects=False)
+    assert response.headers["location"] == "/ui/instances?q=12"
+
+
 def test_the_header_box_prefers_a_whole_document_id(client: TestClient) -> None:
     post_flow(client, flow("custom", 1, instance="abc00000-0000-4000-8000-000000000000"))
     form = document_form("pending", 1).replace(DOCUMENT.encode(), b"abc")

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from flowtracker import views
+from flowtracker.errors import StorageUnavailable
 from flowtracker.parsing import parse_document, parse_flow
 from flowtracker.pipeline import Pipeline, Receipt
 from flowtracker.sqlite_store import SQLiteStore, SQLiteTransaction
@@ -444,3 +445,37 @@ def test_a_database_from_before_the_event_keys_gets_them(db_path: Path, clock: C
         assert len(views.instance(store, INSTANCE)["events"]) == 3
     finally:
         store.close()
+
+
+def test_the_event_keys_migration_stops_at_an_event_without_its_subject(db_path: Path) -> None:
+    store = SQLiteStore(db_path)
+    send(Pipeline(store), flow("custom", 1))
+    store.close()
+    with sqlite3.connect(db_path) as conn:  # before m008, an event whose instance is gone
+        conn.execute("DROP TABLE flow_event_keys")
+        conn.execute("DROP TABLE document_snapshot_keys")
+        for subjects in ("instances", "documents"):
+            for index in ("seq", "state_seq", "anomalous"):
+                conn.execute(f"DROP INDEX {subjects}_{index}")
+            conn.execute(f"ALTER TABLE {subjects} DROP COLUMN seq")
+        conn.execute("DELETE FROM instances")
+        conn.execute(
+            "DELETE FROM _sqlite_migrations WHERE name = 'm008_events_keyed_by_subject_order'"
+        )
+    with pytest.raises(StorageUnavailable, match="1 rows of flow_events have no row in instances"):
+        SQLiteStore(db_path)
+    with sqlite3.connect(db_path) as conn:  # left as it was
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(instances)")]
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master")]
+    assert "seq" not in columns and "flow_event_keys" not in tables
+
+
+def test_a_database_a_newer_flowtracker_migrated_is_refused(db_path: Path) -> None:
+    SQLiteStore(db_path).close()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(
+            "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) "
+            "VALUES ('flowtracker', 'm999_from_the_future', '2030-01-01')"
+        )
+    with pytest.raises(StorageUnavailable, match=r"a newer flowtracker .*m999_from_the_future"):
+        SQLiteStore(db_path)

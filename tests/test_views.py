@@ -202,6 +202,9 @@ def test_status_counts_stuck_instances(seven: Pipeline, store: SQLiteStore) -> N
         (views.Page(10, "WyJhIiwiYiJd"), {"cursor": "not a cursor this API gave out"}),
         # a cursor given out before migration m008 held an instance id
         (views.Page(10, views._encode_cursor([IDS[0]])), {"cursor": NOT_A_CURSOR}),
+        (views.Page(10, views._encode_cursor(["1234"])), {"cursor": NOT_A_CURSOR}),
+        (views.Page(10, views._encode_cursor(["seq", "9" * 40])), {"cursor": NOT_A_CURSOR}),
+        (views.Page(10, views._encode_cursor(["seq", "-1"])), {"cursor": NOT_A_CURSOR}),
     ],
 )
 def test_bad_page_is_an_invalid_query(

@@ -24,7 +24,6 @@ from ..diagram import layout
 from ..errors import FlowtrackerError, NotFound
 from ..events import Kind
 from ..lifecycles import DOCUMENT, DOCUMENT_NEW, DOCUMENT_STATES, FLOW, FLOW_STATES
-from ..storage import SubjectFilter
 from ..timestamps import format_ns
 from .charts import first_minute, sparkline
 from .reads import list_query
@@ -135,10 +134,10 @@ async def search(request: Request, run: Runtime) -> Response:
 def _first_match(run: Runtime, query: str) -> Kind | None:
     if not query:
         return None
-    documents = run.store.list_subjects("document", SubjectFilter(id_prefix=query), None, 1)
-    if documents and documents[0]["id"] == query:  # a whole document id wins
+    documents = run.store.id_match("document", query)
+    if documents == "whole":  # a whole document id wins
         return "document"
-    if run.store.list_subjects("flow", SubjectFilter(id_prefix=query.lower()), None, 1):
+    if run.store.id_match("flow", query.lower()):
         return "flow"
     return "document" if documents else None
 
