@@ -41,11 +41,15 @@ _INSERT: dict[Kind, str] = {
     "out_of_order, deliveries, received_at, last_delivery_at, body, content_type) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
 }
+# The `seq` of the subject with id `?`.
+_SEQ_OF: dict[Kind, str] = {
+    kind: f"(SELECT seq FROM {SUBJECTS[kind]} WHERE id = ?)" for kind in SUBJECTS
+}
 _INSERT_KEY: dict[Kind, str] = {  # from the values of `_event_key`, then the row id
     "flow": "INSERT INTO flow_event_keys (subject_seq, event_ns, dedup_key, event_id) "
-    "VALUES ((SELECT seq FROM instances WHERE id = ?), ?, ?, ?)",
+    f"VALUES ({_SEQ_OF['flow']}, ?, ?, ?)",
     "document": "INSERT INTO document_snapshot_keys (subject_seq, object_version, mtime_ns, "
-    "dedup_key, event_id) VALUES ((SELECT seq FROM documents WHERE id = ?), ?, ?, ?, ?)",
+    f"dedup_key, event_id) VALUES ({_SEQ_OF['document']}, ?, ?, ?, ?)",
 }
 _HISTORY_COLUMNS: dict[Kind, str] = {  # of the events `e` (`events_of`)
     "flow": "e.id, e.dedup_key, e.type, e.version, e.event_created, e.event_ns, e.outcome, "
@@ -55,9 +59,8 @@ _HISTORY_COLUMNS: dict[Kind, str] = {  # of the events `e` (`events_of`)
 }
 # The key row `k` of an event, from the values of `_event_key`.
 _KEY_IS: dict[Kind, str] = {
-    "flow": "k.subject_seq = (SELECT seq FROM instances WHERE id = ?) "
-    "AND k.event_ns = ? AND k.dedup_key = ?",
-    "document": "k.subject_seq = (SELECT seq FROM documents WHERE id = ?) "
+    "flow": f"k.subject_seq = {_SEQ_OF['flow']} AND k.event_ns = ? AND k.dedup_key = ?",
+    "document": f"k.subject_seq = {_SEQ_OF['document']} "
     "AND k.object_version = ? AND k.mtime_ns = ? AND k.dedup_key = ?",
 }
 _IN_CHUNK = 500  # bound parameters per IN (...) query
@@ -93,6 +96,8 @@ class SQLiteTransaction:
 
     def add_entries(self, kind: Kind, entries: Sequence[Entry], received_at: str) -> None:
         """After `put_subjects`: the key rows take the `seq` of each event's subject."""
+        if not entries:
+            return
         # Row ids given here, as SQLite would (the greatest plus one), for the key rows.
         last = self.conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {EVENTS[kind]}").fetchone()[0]
         for row_id, entry in enumerate(entries, start=last + 1):
@@ -137,19 +142,18 @@ class SQLiteTransaction:
         # UPDATE that assigns a column rewrites its index entries even with the value they
         # had, and the (state, seq) index and the partial index of anomalous subjects would
         # each write a page per subject and commit.
-        updates: dict[tuple[str, ...], list[Subject]] = {}
+        updates: dict[tuple[bool, bool], list[Subject]] = {}
         for s in subjects:
             if s.stored_state is not None:
-                unchanged = {"id"}
-                unchanged |= {"state"} if s.state == s.stored_state else set()
-                unchanged |= {"anomalies"} if s.anomalies == s.stored_anomalies else set()
-                assigned = tuple(name for name in names if name not in unchanged)
-                updates.setdefault(assigned, []).append(s)
-        for assigned, chosen in updates.items():
-            positions = [names.index(name) for name in assigned]
+                changed = (s.state != s.stored_state, s.anomalies != s.stored_anomalies)
+                updates.setdefault(changed, []).append(s)
+        for (state, anomalies), chosen in updates.items():
+            moved = {name for name, on in (("state", state), ("anomalies", anomalies)) if on}
+            skipped = {"id", "state", "anomalies"} - moved
+            positions = [n for n, name in enumerate(names) if name not in skipped]
             self.conn.executemany(
                 f"UPDATE {SUBJECTS[kind]} SET "
-                + ", ".join(f"{name} = ?" for name in assigned)
+                + ", ".join(f"{names[n]} = ?" for n in positions)
                 + " WHERE id = ?",
                 [(*(rows[s.id][n] for n in positions), s.id) for s in chosen],
             )
@@ -196,7 +200,7 @@ def events_of(kind: Kind) -> str:
     in order."""
     return (
         f"FROM {KEYS[kind]} k JOIN {EVENTS[kind]} e ON e.id = k.event_id "
-        f"WHERE k.subject_seq = (SELECT seq FROM {SUBJECTS[kind]} WHERE id = ?) "
+        f"WHERE k.subject_seq = {_SEQ_OF[kind]} "
         f"ORDER BY k.subject_seq, {', '.join('k.' + c for c in ORDER[kind].split(', '))}"
     )
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import httpx2 as httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -387,17 +388,18 @@ def test_with_a_read_token_every_page_asks_to_sign_in(signed: TestClient) -> Non
     assert signed.get("/ui/login").status_code == 200
 
 
+def sign_in(client: TestClient, token: str, target: str) -> httpx.Response:
+    """Posts the sign-in form, as a browser would encode it; the redirect is not followed."""
+    form = urlencode({"token": token, "next": target}).encode()
+    return client.post("/ui/login", content=form, headers=FORM, follow_redirects=False)
+
+
 def test_signing_in_sets_a_cookie_that_is_not_the_token(signed: TestClient) -> None:
     wrong = signed.post("/ui/login", content=b"token=nope&next=%2Fui%2Fquarantine", headers=FORM)
     assert wrong.status_code == 401
     assert "That is not the read token." in wrong.text
     assert SESSION_COOKIE not in wrong.cookies
-    right = signed.post(
-        "/ui/login",
-        content=f"token={READ_TOKEN}&next=%2Fui%2Fquarantine".encode(),
-        headers=FORM,
-        follow_redirects=False,
-    )
+    right = sign_in(signed, READ_TOKEN, "/ui/quarantine")
     assert (right.status_code, right.headers["location"]) == (303, "/ui/quarantine")
     cookie = right.headers["set-cookie"]
     value = cookie.removeprefix(f"{SESSION_COOKIE}=").partition(";")[0]
@@ -436,12 +438,7 @@ def test_the_bearer_token_opens_the_dashboard_too(signed: TestClient) -> None:
 
 @pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil", ""])
 def test_signing_in_never_redirects_off_the_site(signed: TestClient, target: str) -> None:
-    response = signed.post(
-        "/ui/login",
-        content=f"token={READ_TOKEN}&next={target}".encode(),
-        headers=FORM,
-        follow_redirects=False,
-    )
+    response = sign_in(signed, READ_TOKEN, target)
     assert (response.status_code, response.headers["location"]) == (303, "/")
 
 
@@ -496,12 +493,7 @@ def test_after_signing_in_a_deep_link_arrives_as_it_was_sent(signed: TestClient)
 
 @pytest.mark.parametrize("target", ["/\t/evil.example", "/ui\r\nSet-Cookie: a=b"])
 def test_a_next_with_control_characters_goes_home(signed: TestClient, target: str) -> None:
-    response = signed.post(
-        "/ui/login",
-        content=urlencode({"token": READ_TOKEN, "next": target}).encode(),
-        headers=FORM,
-        follow_redirects=False,
-    )
+    response = sign_in(signed, READ_TOKEN, target)
     assert response.headers["location"] == "/"
 
 
