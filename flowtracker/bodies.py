@@ -15,8 +15,17 @@ from urllib.parse import parse_qsl
 from .errors import InvalidEvent, InvalidForm, InvalidJSON
 
 JSON_TYPES = frozenset({"application/json", "text/json"})
+# One limit that intake and every reader agree on. Scrive's payloads nest fewer than ten
+# levels; the JSON encoder gives up at a depth that depends on the stack it runs on, so a
+# deeper value could be stored and then never served (docs/reliability.md).
+MAX_NESTING = 64
+TOO_DEEP = f"nested deeper than {MAX_NESTING} levels"
 FORM_TYPE = "application/x-www-form-urlencoded"
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class JSONTooDeep(InvalidJSON):
+    """Nested deeper than the JSON decoder itself can go (far past `MAX_NESTING`)."""
 
 
 def media_type(content_type: str) -> str:
@@ -34,7 +43,7 @@ def decode_json(body: bytes) -> dict[str, Any]:
     try:
         value = _DECODER.decode(text)
     except RecursionError:
-        raise InvalidJSON("body is nested too deeply to parse") from None
+        raise JSONTooDeep("body is nested too deeply to parse") from None
     except ValueError as error:
         raise InvalidJSON(f"body is not valid JSON: {error}") from None
     if not isinstance(value, dict):
@@ -58,6 +67,60 @@ def decode_form(body: bytes) -> dict[str, str]:
     return fields
 
 
+def too_deep(value: Any, text: str | bytes | None = None, limit: int = MAX_NESTING) -> bool:
+    """Whether the container `value` (level 1) holds containers more than `limit` levels
+    deep. `text`, what it was decoded from, answers most values at C speed: a value
+    cannot nest deeper than its text has opening brackets."""
+    if text is not None and _openers(text) <= limit:
+        return False
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if level > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def too_deep_fields(
+    fields: Mapping[str, Any], text: bytes, *, skip: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """The fields of a decoded body (level 1, decoded from `text`) that nest deeper than
+    `MAX_NESTING`, each with the reason; the fields in `skip` are judged on their own."""
+    if _openers(text) <= MAX_NESTING:
+        return {}
+    return {
+        name: TOO_DEEP
+        for name, value in fields.items()
+        if name not in skip
+        and isinstance(value, dict | list)
+        and too_deep(value, None, MAX_NESTING - 1)
+    }
+
+
+def stored_json(text: bytes | str, *, judged: bool = True) -> tuple[Any, str | None]:
+    """A stored JSON text decoded for serving, or None and why it cannot be served; with
+    `judged=False` only decoded, its nesting left to the caller.
+
+    For the read side: what was stored before the nesting limit existed may nest deeper,
+    and a reader must answer for it rather than fail on it.
+    """
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        return None, TOO_DEEP
+    if judged and isinstance(value, dict | list) and too_deep(value, text):
+        return None, TOO_DEEP
+    return value, None
+
+
+def _openers(text: str | bytes) -> int:
+    if isinstance(text, bytes):
+        return text.count(b"[") + text.count(b"{")
+    return text.count("[") + text.count("{")
+
+
 def canonical_json(value: Any) -> bytes:
     """Keys sorted, compact separators, UTF-8: the form dedup keys are computed over."""
     try:
@@ -66,25 +129,38 @@ def canonical_json(value: Any) -> bytes:
         raise InvalidJSON("body holds a lone UTF-16 surrogate, which UTF-8 cannot carry") from None
 
 
-def document_payload(body: bytes, content_type: str) -> dict[str, Any]:
-    """A stored document callback as one JSON object, whatever its encoding.
+def document_payload(body: bytes, content_type: str) -> tuple[dict[str, Any] | None, str | None]:
+    """A stored document callback as one JSON object, whatever its encoding; or None and
+    why it cannot be served (`stored_json`).
 
     For the read side: the body was validated when it was received, and is decoded here
     without judging it again, so a stricter parser later never hides old history.
     """
     fields: Mapping[str, Any]
-    fields = decode_form(body) if media_type(content_type) == FORM_TYPE else json.loads(body)
+    if media_type(content_type) == FORM_TYPE:
+        fields = decode_form(body)
+    else:
+        # Judged as intake judges it: `document_json` on its own, whatever the encoding.
+        fields, problem = stored_json(body, judged=False)
+        if problem is not None:
+            return None, problem
 
     def pick(name: str, v1_name: str) -> Any:
         return fields[name] if name in fields else fields.get(v1_name)
 
-    document = pick("document_json", "json")
+    document, problem = pick("document_json", "json"), None
+    if isinstance(document, str):
+        document, problem = stored_json(document)
+    elif isinstance(document, dict) and too_deep(document):
+        problem = TOO_DEEP
+    if problem is not None:
+        return None, problem
     sealed = pick("document_signed_and_sealed", "signedAndSealed")
     return {
         "document_id": pick("document_id", "documentid"),
         "document_signed_and_sealed": sealed if isinstance(sealed, bool) else sealed == "true",
-        "document_json": json.loads(document) if isinstance(document, str) else document,
-    }
+        "document_json": document,
+    }, None
 
 
 def json_type(value: Any) -> str:

@@ -19,7 +19,7 @@ from .errors import FlowtrackerError, NotFound
 from .pipeline import Pipeline
 from .replay import DEFAULT_BATCH, replay
 from .settings import Settings, SettingsError
-from .sqlite_store import SQLiteStore
+from .sqlite_store import Access, SQLiteStore, needed_migrations
 from .text import clip, document_text, instance_text, summary_text
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -65,6 +65,14 @@ main.add_command(simulate_command)
     help="Worker processes, all on the same database file.",
 )
 @click.option(
+    "--limit-concurrency",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Connections (or requests in flight) per worker before new requests are answered "
+    "503; keep it below the open-files limit (ulimit -n).",
+)
+@click.option(
     "--durability",
     type=click.Choice(["full", "normal"]),
     default=None,
@@ -98,6 +106,7 @@ def serve(
     host: str,
     port: int,
     workers: int,
+    limit_concurrency: int,
     durability: str | None,
     no_access_log: bool,
     no_callback_log: bool,
@@ -112,6 +121,7 @@ def serve(
     import uvicorn
 
     from .web.app import SUPERVISOR
+    from .web.guard import PROTOCOL as HEAD_GUARD
     from .wire import WRITER_SOCKET
     from .writer import WriterProcess
 
@@ -145,6 +155,9 @@ def serve(
             access_log=not no_access_log,
             log_config=_log_config(settings.log_format, callback_log=not no_callback_log),
             timeout_graceful_shutdown=30,
+            # uvicorn's httptools protocol with limits on request heads (web.guard)
+            http=HEAD_GUARD,
+            limit_concurrency=limit_concurrency,
         )
     finally:
         # After uvicorn has answered its last request. (On SIGTERM uvicorn ends this
@@ -214,7 +227,7 @@ def replay_command(file: BinaryIO, db_path: str, batch_size: int) -> None:
     and exits 0. The summary counts each callback's outcome when it was taken; a late event
     can change the outcome of others (`status` shows the current ones).
     """
-    with _opened(db_path, create=True) as (settings, store):
+    with _opened(db_path, "create") as (settings, store):
         pipeline = Pipeline(store)
         size = _size(file)
         with click.progressbar(
@@ -272,13 +285,33 @@ def status(subject_id: str | None, db_path: str, as_json: bool) -> None:
 @db_option
 def rebuild(db_path: str) -> None:
     """Recompute every state and outcome from the stored events (after a rule change)."""
-    with _opened(db_path) as (_, store):
+    with _opened(db_path, "write") as (_, store):
         counts = Pipeline(store).rebuild()
     click.echo(
         f"rebuilt {counts['subjects']} subjects from {counts['events']} events: "
         f"{counts['changed_states']} states and {counts['changed_outcomes']} "
         "outcomes changed"
     )
+
+
+@main.command()
+@db_option
+def migrate(db_path: str) -> None:
+    """Bring the database's schema up to this version of flowtracker, and exit.
+
+    Every command that writes does this by itself; `status` and the other reads never
+    do. Run it once before starting upgraded servers on a database that others share.
+    """
+    try:
+        settings = Settings.from_env(os.environ, db_path=db_path)
+        needed = needed_migrations(settings.db_path)
+        SQLiteStore(settings.db_path, busy_timeout_ms=settings.busy_timeout_ms).close()
+    except (SettingsError, FlowtrackerError) as error:
+        raise click.ClickException(str(error)) from None
+    if needed:
+        click.echo(f"{db_path}: applied {len(needed)} migrations ({', '.join(needed)})")
+    else:
+        click.echo(f"{db_path}: already up to date")
 
 
 @main.command(name="quarantine")
@@ -310,19 +343,17 @@ def quarantine_command(db_path: str, limit: int, as_json: bool) -> None:
 
 
 @contextmanager
-def _opened(db_path: str, *, create: bool = False) -> Iterator[tuple[Settings, SQLiteStore]]:
-    """The settings (flags over FLOWTRACKER_* variables) and the database they name."""
+def _opened(db_path: str, access: Access = "read") -> Iterator[tuple[Settings, SQLiteStore]]:
+    """The settings (flags over FLOWTRACKER_* variables) and the database they name,
+    opened for `access` (`SQLiteStore`: a read creates, migrates and writes nothing)."""
     try:
         settings = Settings.from_env(os.environ, db_path=db_path)
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
-    if not create and not os.path.exists(settings.db_path):
-        raise click.ClickException(
-            f"no database at {db_path} (set --db or FLOWTRACKER_DB, or replay a file first)"
-        )
     try:
         store = SQLiteStore(
             settings.db_path,
+            access=access,
             durability=settings.durability,
             busy_timeout_ms=settings.busy_timeout_ms,
         )

@@ -11,8 +11,11 @@ FlowtrackerError
 ├── Unauthorized             401 unauthorized
 ├── NotFound                 404 not_found
 ├── MethodNotAllowed         405 method_not_allowed
+├── RequestHeadersTooLarge   431 request_headers_too_large (refused before any app ran)
 ├── InvalidQuery             422 invalid_query (details: {parameter: reason})
-└── StorageUnavailable       503 storage_unavailable (the request may be retried)
+├── StorageUnavailable       503 storage_unavailable (the request may be retried)
+└── UnusableDatabase         the database cannot be used as it is (not flowtracker's,
+                             newer, in need of migrating, absent): the command says why
 """
 
 from __future__ import annotations
@@ -91,6 +94,10 @@ class MethodNotAllowed(FlowtrackerError):
     status, code = 405, "method_not_allowed"
 
 
+class RequestHeadersTooLarge(FlowtrackerError):
+    status, code = 431, "request_headers_too_large"
+
+
 class InvalidQuery(FlowtrackerError):
     status, code = 422, "invalid_query"
 
@@ -103,6 +110,13 @@ class StorageUnavailable(FlowtrackerError):
     """The database cannot take the write now; nothing was written, the sender should retry."""
 
     status, code = 503, "storage_unavailable"
+
+
+class UnusableDatabase(FlowtrackerError):
+    """The database named cannot be used as it is; retrying will not help. Raised when a
+    store opens, so a command reports it in one line before it does anything."""
+
+    status, code = 503, "database_unusable"
 
 
 def _rebuilt(cls: type[FlowtrackerError], message: str, details: Any) -> FlowtrackerError:

@@ -16,11 +16,15 @@ from typing import Any
 from .bodies import (
     FORM_TYPE,
     JSON_TYPES,
+    TOO_DEEP,
+    JSONTooDeep,
     canonical_json,
     decode_form,
     decode_json,
     json_type,
     media_type,
+    too_deep,
+    too_deep_fields,
 )
 from .errors import InvalidEvent, InvalidJSON, UnsupportedMediaType
 from .events import (
@@ -34,7 +38,9 @@ from .events import (
 )
 from .timestamps import Timestamp, TimestampError, parse_timestamp
 
-MAX_ID_LENGTH = 128
+MAX_ID_LENGTH = 200
+# C0, DEL and C1: an id holding one could be stored but not named in a URL path.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _INT64 = (-(2**63), 2**63 - 1)
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _TYPE, _VERSION = Field("type", str), Field("version", int)
@@ -74,7 +80,7 @@ def parse_line(line: bytes) -> Callback:
 
 
 def _flow(fields: JSONObject, body: bytes, content_type: str) -> FlowCallback:
-    problems: dict[str, str] = {}
+    problems = too_deep_fields(fields, body)
     kind = _take(fields, _TYPE, problems)
     version = _take(fields, _VERSION, problems)
     instance_id = _take(fields, _INSTANCE_ID, problems)
@@ -100,10 +106,15 @@ def _flow(fields: JSONObject, body: bytes, content_type: str) -> FlowCallback:
 
 
 def _document(fields: JSONObject, body: bytes, content_type: str) -> DocumentCallback:
-    problems: dict[str, str] = {}
+    # `document_json` is judged on its own, so that every encoding takes the same ones.
+    problems = too_deep_fields(fields, body, skip=("document_json", "json"))
     document_id = _alias(fields, "document_id", "documentid", problems, str)
     if document_id is not None and not 0 < len(document_id) <= MAX_ID_LENGTH:
         problems["document_id"] = f"must be 1 to {MAX_ID_LENGTH} characters"
+    elif document_id is not None and (control := _CONTROL.search(document_id)):
+        problems["document_id"] = (
+            f"must not hold control characters (U+{ord(control.group()):04X} at {control.start()})"
+        )
     sealed = _sealed(_alias(fields, "document_signed_and_sealed", "signedAndSealed", problems))
     if sealed is None and "document_signed_and_sealed" not in problems:
         problems["document_signed_and_sealed"] = 'must be "true" or "false"'
@@ -161,14 +172,21 @@ def _sealed(value: Any) -> bool | None:
 def _document_json(value: Any, problems: dict[str, str]) -> JSONObject | None:
     if "document_json" in problems:  # missing: already said
         return None
-    if isinstance(value, str):
+    text = value if isinstance(value, str) else None
+    if text is not None:
         try:
-            value = decode_json(value.encode("utf-8", "surrogatepass"))
+            value = decode_json(text.encode("utf-8", "surrogatepass"))
+        except JSONTooDeep:
+            problems["document_json"] = TOO_DEEP
+            return None
         except (InvalidJSON, InvalidEvent) as error:
             problems["document_json"] = f"must be a JSON object ({error.message})"
             return None
     if not isinstance(value, dict):
         problems["document_json"] = f"must be a JSON object, not {json_type(value)}"
+        return None
+    if too_deep(value, text):
+        problems["document_json"] = TOO_DEEP
         return None
     return value
 

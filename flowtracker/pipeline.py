@@ -205,7 +205,6 @@ def _entry(callback: Callback) -> Entry:
         label=callback.label,
         version=callback.format_version,
         time_ns=callback.moment.ns,
-        time_text=callback.moment.text,
         out_of_order=False,
         shown=callback.shown,
         source=callback,

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
+from .timestamps import canonical
+
 Outcome = Literal["applied", "illegal", "ignored"]
 # What a delivery can get: a verdict's outcome, or "duplicate" for a repeat.
 DELIVERY_OUTCOMES: Final = (*get_args(Outcome), "duplicate")
@@ -37,7 +39,6 @@ class Entry:
     label: str
     version: int | None
     time_ns: int
-    time_text: str
     out_of_order: bool
     verdict: Verdict = APPLIED
     shown: Mapping[str, Any] = field(default_factory=dict)
@@ -76,8 +77,10 @@ class Subject:
         self.events += 1
         self.anomalies += entry.verdict.outcome == "illegal" or entry.out_of_order
         self.last = max(self.last, entry.order)
+        # Shown in one spelling made from the nanoseconds: the instant of two events
+        # written differently must not depend on which arrived first.
         if self.first_ns is None or entry.time_ns < self.first_ns:
-            self.first_ns, self.first_at = entry.time_ns, entry.time_text
+            self.first_ns, self.first_at = entry.time_ns, canonical(entry.time_ns)
         if self.last_ns is None or entry.time_ns > self.last_ns:
-            self.last_ns, self.last_at = entry.time_ns, entry.time_text
+            self.last_ns, self.last_at = entry.time_ns, canonical(entry.time_ns)
         self.fresh.append(entry)

@@ -7,25 +7,53 @@ import sqlite3
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from .timestamps import parse_timestamp
+from .errors import UnusableDatabase
+from .timestamps import canonical, parse_timestamp
 
 migrations = Migrations("flowtracker")
 
 
 def migrate(db: Database) -> None:
-    """Applies the migrations this flowtracker knows and the database has not had yet.
+    """Applies the migrations this flowtracker knows and the database has not had yet
+    (after `check` has found it to be flowtracker's, or empty)."""
+    migrations.apply(db)
 
-    Refuses a database that a newer flowtracker has migrated: code that does not know its
-    schema would write rows its readers cannot find (an event without its key, m008).
+
+def pending(db: Database) -> list[str]:
+    """The names of the migrations this database has not had yet."""
+    return [migration.name for migration in migrations.pending(db)]
+
+
+def check(db: Database, name: str, *, empty: str | None) -> list[str]:
+    """The migrations `db` (the file `name`) still needs; raises `UnusableDatabase` when it
+    is not a flowtracker database, or one that a newer flowtracker has migrated.
+
+    A database with no tables at all is refused with `empty` when it is given (a read
+    finds nothing there), else taken as a new one. Another program's tables are never
+    touched: a database holding tables and none of flowtracker's is refused.
     """
+    tables = db.table_names()
+    if not tables:
+        if empty is not None:
+            raise UnusableDatabase(empty)
+        return pending(db)
+    applied = [migration.name for migration in migrations.applied(db)]
+    if not applied:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise UnusableDatabase(
+            f"{name} is not a flowtracker database (it holds other tables: {shown}); "
+            "flowtracker leaves it alone: give it a file of its own with --db"
+        )
     known = {migration.name for migration in migrations.pending(Database(memory=True))}
-    newer = [m.name for m in migrations.applied(db) if m.name not in known]
+    # Code that does not know a newer schema would write rows its readers cannot find
+    # (an event without its key, m008).
+    newer = [migration for migration in applied if migration not in known]
     if newer:
-        raise sqlite3.DatabaseError(
-            f"a newer flowtracker has migrated this database ({', '.join(newer)}): "
+        raise UnusableDatabase(
+            f"{name} was migrated by a newer flowtracker ({', '.join(newer)}): "
             "run that version or a later one"
         )
-    migrations.apply(db)
+    return pending(db)
 
 
 _SUBJECT_COLUMNS = {
@@ -287,3 +315,17 @@ def m008_events_keyed_by_subject_order(db: Database) -> None:
         db.execute(f"CREATE INDEX {subjects}_state_seq ON {subjects}(state, seq)")
         db.execute(f"DROP INDEX {subjects}_anomalous")
         db.execute(f"CREATE INDEX {subjects}_anomalous ON {subjects}(seq) WHERE anomalies > 0")
+
+
+@migrations()
+def m009_canonical_subject_times(db: Database) -> None:
+    # A subject's first and last event times are shown in one spelling made from their
+    # nanoseconds: they were the text of whichever event of that instant arrived first.
+    db.conn.create_function("flowtracker_canonical", 1, canonical, deterministic=True)
+    for table in ("instances", "documents"):
+        db.execute(
+            f"UPDATE {table} SET first_event_at = flowtracker_canonical(first_event_ns), "
+            "last_event_at = flowtracker_canonical(last_event_ns) "
+            "WHERE first_event_at <> flowtracker_canonical(first_event_ns) "
+            "OR last_event_at <> flowtracker_canonical(last_event_ns)"
+        )

@@ -22,6 +22,8 @@ _ENVIRONMENT = {
     "batch_max": "FLOWTRACKER_BATCH_MAX",
     "batch_wait_ms": "FLOWTRACKER_BATCH_WAIT_MS",
     "body_timeout_seconds": "FLOWTRACKER_BODY_TIMEOUT",
+    "head_timeout_seconds": "FLOWTRACKER_HEAD_TIMEOUT",
+    "max_head": "FLOWTRACKER_MAX_HEAD",
     "log_format": "FLOWTRACKER_LOG_FORMAT",
 }
 
@@ -45,11 +47,14 @@ class Settings:
     batch_max: int = 500  # callbacks per group-commit transaction, at most
     batch_wait_ms: int = 0  # wait to gather a batch when idle (0: commit at once)
     body_timeout_seconds: int = 30  # a body must arrive within this, or 408
+    head_timeout_seconds: int = 10  # a request line and headers likewise (`serve` only)
+    max_head: int = 32 * 1024  # bytes of request line and headers, else 431 (`serve` only)
     log_format: LogFormat = "plain"  # json: one JSON object per log line
 
     def __post_init__(self) -> None:
         positive = ("max_body", "stuck_age_seconds", "busy_timeout_ms", "retry_after_seconds",
-                    "batch_max", "body_timeout_seconds")  # fmt: skip
+                    "batch_max", "body_timeout_seconds", "head_timeout_seconds",
+                    "max_head")  # fmt: skip
         for name in positive:
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_ENVIRONMENT[name]} must be a positive whole number")

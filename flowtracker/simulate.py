@@ -22,6 +22,7 @@ from .delivery import Delivery, late, plan
 from .link import Link, SimulationError, Target
 from .scenarios import scenario
 from .sender import ATTEMPTS, Ledger, read_back, send
+from .timestamps import canonical
 from .traffic import DOCUMENT_STATES, FLOW_STATES, FLOW_TYPES, Callback, Subject
 
 __all__ = ["Options", "SimulationError", "Target", "differences", "report", "run", "summary"]
@@ -133,8 +134,9 @@ def summary(subject: Subject, out_of_order: set[Callback] | None) -> dict[str, A
             "state": subject.state,
             "terminal": subject.state != "in_progress",
             "event_count": len(callbacks),
-            "first_event_at": callbacks[0].time,
-            "last_event_at": callbacks[-1].time,
+            # In the one spelling the spec gives a subject's times, made from the instant.
+            "first_event_at": canonical(callbacks[0].position[0]),
+            "last_event_at": canonical(callbacks[-1].position[0]),
         }
     else:
         final = subject.state in ("canceled", "rejected")

@@ -23,10 +23,10 @@ from typing import Any, Literal, get_args
 
 from sqlite_utils import Database
 
-from .errors import StorageUnavailable
+from .errors import StorageUnavailable, UnusableDatabase
 from .events import Kind
 from .records import DELIVERY_OUTCOMES, Outcome
-from .schema import LAST_CALLBACK, migrate
+from .schema import LAST_CALLBACK, check, migrate
 from .settings import Durability
 from .sqlite_transaction import EVENTS, SUBJECTS, SQLiteTransaction, events_of
 from .storage import Quarantined, SubjectFilter
@@ -34,6 +34,7 @@ from .timestamps import format_ns
 
 log = logging.getLogger("flowtracker")
 Row = dict[str, Any]
+Access = Literal["read", "write", "create"]
 CHECKPOINT_SECONDS = 0.5  # how often the checkpointer copies the WAL back, when written
 # A WAL this long is checkpointed by the commit itself: the checkpointer's PASSIVE
 # checkpoints seldom catch up with a writer that never pauses, and only a complete one lets
@@ -48,16 +49,33 @@ class SQLiteStore:
         self,
         path: str | Path,
         *,
+        access: Access = "create",
+        upgrade: bool = True,
         durability: Durability = "full",
         busy_timeout_ms: int = 5_000,
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
     ) -> None:
+        """`access="read"` opens an existing flowtracker database for reading only: it
+        creates, migrates and writes nothing (a read-only file will do). `"write"` opens
+        one for writing too, migrating it when `upgrade`; `"create"` also makes a new
+        one in a missing or empty file. Each refuses another program's database, one
+        from a newer flowtracker, and (reading, or without `upgrade`) one that needs
+        migrating: `UnusableDatabase` names the file and the cause."""
         self.path = str(path)
+        self.read_only = access == "read"
         self._busy_timeout_ms = int(busy_timeout_ms)
         self._lock = threading.Lock()
-        self._process_lock = _ProcessLock(self.path + ".lock", self._busy_timeout_ms / 1000)
         self._readers: list[sqlite3.Connection] = []
         self._idle_readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        needed = _inspect(self.path, new=access == "create")
+        if needed and not (upgrade and not self.read_only):
+            raise UnusableDatabase(
+                f"{self.path} needs migrating to this flowtracker ({', '.join(needed)}): "
+                f"run `flowtracker migrate --db {self.path}`"
+            )
+        if self.read_only:
+            return
+        self._process_lock = _ProcessLock(self.path + ".lock", self._busy_timeout_ms / 1000)
         with _translated("open the database"):
             self._writer = self._connect()
             self._writer.execute("PRAGMA journal_mode = WAL")
@@ -69,7 +87,11 @@ class SQLiteStore:
             self._checkpointer = _Checkpointer(self._connect(), checkpoint_seconds)
             try:
                 with self._write():
-                    migrate(Database(self._writer))
+                    # Checked again under the write lock: another process may have got
+                    # there first.
+                    db = Database(self._writer)
+                    if check(db, self.path, empty=None):
+                        migrate(db)
             except BaseException:
                 self._checkpointer.close()
                 raise
@@ -243,16 +265,18 @@ class SQLiteStore:
             conn.execute("INSERT OR REPLACE INTO health_probe VALUES (1, randomblob(65536))")
 
     def close(self) -> None:
-        self._checkpointer.close()
+        if not self.read_only:
+            self._checkpointer.close()
         with self._lock:
-            self._process_lock.close()
-            self._writer.close()
+            if not self.read_only:
+                self._process_lock.close()
+                self._writer.close()
             for reader in self._readers:
                 reader.close()
             self._readers.clear()
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = _connection(self.path, reading=self.read_only)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
         # 16 MiB of page cache per connection instead of 2: histories and indexes of a
@@ -262,6 +286,8 @@ class SQLiteStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        if self.read_only:
+            raise StorageUnavailable(f"{self.path} was opened for reading only")
         with self._lock, self._process_lock:
             self._writer.execute("BEGIN IMMEDIATE")
             try:
@@ -407,6 +433,43 @@ def _by_kind(counters: dict[str, int], kind: str) -> dict[str, int]:
 
 def _prefixed(counters: dict[str, int], prefix: str) -> dict[str, int]:
     return {name[len(prefix) :]: n for name, n in counters.items() if name.startswith(prefix) and n}
+
+
+def _connection(path: str, *, reading: bool) -> sqlite3.Connection:
+    """A connection in autocommit mode; for `reading`, one that cannot write or create."""
+    target, uri = (Path(path).absolute().as_uri() + "?mode=ro", True) if reading else (path, False)
+    return sqlite3.connect(target, isolation_level=None, check_same_thread=False, uri=uri)
+
+
+def needed_migrations(path: str) -> list[str]:
+    """The migrations opening `path` to write would apply (all of them to a new file)."""
+    return _inspect(path, new=True)
+
+
+def _inspect(path: str, *, new: bool) -> list[str]:
+    """The migrations the database at `path` needs (with `new`, all of them for a missing
+    or empty file), without writing to it; raises `UnusableDatabase` when it cannot be
+    used (`schema.check`)."""
+    absent = (
+        f"no flowtracker database at {path} yet "
+        "(set --db or FLOWTRACKER_DB, or replay a file first)"
+    )
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UnusableDatabase(f"cannot open {path}: there is no directory {folder}")
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        if not new:
+            raise UnusableDatabase(absent)
+        return check(Database(memory=True), path, empty=None)
+    conn = _connection(path, reading=True)
+    try:
+        return check(Database(conn), path, empty=None if new else absent)
+    except sqlite3.DatabaseError as error:
+        if "not a database" in str(error):
+            raise UnusableDatabase(f"{path} is not a SQLite database ({error})") from None
+        raise StorageUnavailable(f"the database cannot be read now: {error}") from error
+    finally:
+        conn.close()
 
 
 @contextmanager

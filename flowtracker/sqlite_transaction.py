@@ -52,8 +52,7 @@ _INSERT_KEY: dict[Kind, str] = {  # from the values of `_event_key`, then the ro
     f"dedup_key, event_id) VALUES ({_SEQ_OF['document']}, ?, ?, ?, ?)",
 }
 _HISTORY_COLUMNS: dict[Kind, str] = {  # of the events `e` (`events_of`)
-    "flow": "e.id, e.dedup_key, e.type, e.version, e.event_created, e.event_ns, e.outcome, "
-    "e.reason, e.out_of_order",
+    "flow": "e.id, e.dedup_key, e.type, e.version, e.event_ns, e.outcome, e.reason, e.out_of_order",
     "document": "e.id, e.dedup_key, e.status, e.object_version, e.mtime, e.mtime_ns, "
     "e.signed_and_sealed, e.title, e.outcome, e.reason, e.out_of_order",
 }
@@ -246,7 +245,7 @@ _COLUMNS: dict[Kind, Callable[[Any], tuple[object, ...]]] = {
 def _flow_entry(row: sqlite3.Row) -> Entry:
     return Entry(
         key=row["dedup_key"], position=(row["event_ns"], 0), label=row["type"],
-        version=row["version"], time_ns=row["event_ns"], time_text=row["event_created"],
+        version=row["version"], time_ns=row["event_ns"],
         out_of_order=bool(row["out_of_order"]), verdict=(verdict := _verdict(row)),
         stored=verdict, row_id=row["id"],
     )  # fmt: skip
@@ -257,7 +256,7 @@ def _document_entry(row: sqlite3.Row) -> Entry:
     shown["signed_and_sealed"] = bool(shown["signed_and_sealed"])
     return Entry(
         key=row["dedup_key"], position=(row["object_version"], row["mtime_ns"]),
-        label=row["status"], version=None, time_ns=row["mtime_ns"], time_text=row["mtime"],
+        label=row["status"], version=None, time_ns=row["mtime_ns"],
         out_of_order=bool(row["out_of_order"]), verdict=(verdict := _verdict(row)),
         stored=verdict, shown=shown, row_id=row["id"],
     )  # fmt: skip

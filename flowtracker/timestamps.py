@@ -5,7 +5,7 @@ from __future__ import annotations
 import calendar
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
 _RFC3339 = re.compile(
@@ -15,6 +15,7 @@ _RFC3339 = re.compile(
     re.ASCII,
 )
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NS = 1_000_000_000
 _DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _EARLIEST, _LATEST = -(2**63), 2**63 - 1
@@ -71,6 +72,16 @@ def format_ns(ns: int) -> str:
     seconds, rest = divmod(ns, _NS)
     moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1_000)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical(ns: int) -> str:
+    """Nanoseconds since the epoch as the one spelling of that instant: RFC 3339 in UTC
+    with `Z`, the fraction to nanoseconds without trailing zeros (`...17.33235092Z`,
+    `...10:00:00Z`). For what is shown of a subject, whatever spelling arrived."""
+    seconds, rest = divmod(ns, _NS)
+    moment = _EPOCH + timedelta(seconds=seconds)
+    fraction = f".{rest:09d}".rstrip("0") if rest else ""
+    return f"{moment:%Y-%m-%dT%H:%M:%S}{fraction}Z"
 
 
 def _check(name: str, value: int, low: int, high: int) -> None:

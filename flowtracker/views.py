@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .bodies import document_payload
+from .bodies import document_payload, stored_json
 from .errors import InvalidQuery, NotFound
 from .events import Kind
 from .lifecycles import DOCUMENT, DOCUMENT_STATES, FLOW, FLOW_STATES
@@ -219,7 +219,7 @@ def _flow_event(row: dict[str, Any]) -> dict[str, Any]:
         "type": row["type"],
         "event_created": row["event_created"],
         **_delivery(row),
-        "payload": json.loads(row["body"]),
+        **_payload(*stored_json(row["body"])),
     }
 
 
@@ -230,8 +230,15 @@ def _snapshot(row: dict[str, Any]) -> dict[str, Any]:
         "mtime": row["mtime"],
         "signed_and_sealed": bool(row["signed_and_sealed"]),
         **_delivery(row),
-        "payload": document_payload(row["body"], row["content_type"]),
+        **_payload(*document_payload(row["body"], row["content_type"])),
     }
+
+
+def _payload(payload: Any, problem: str | None) -> dict[str, Any]:
+    """The body as served, or (stored before the nesting limit) null and why."""
+    if problem is None:
+        return {"payload": payload}
+    return {"payload": None, "payload_error": problem}
 
 
 def _delivery(row: dict[str, Any]) -> dict[str, Any]:

@@ -171,7 +171,8 @@ def test_reading_commands_do_not_create_a_database(tmp_path: Path, command: str)
     result = run(command, "--db", str(db))
     assert (result.exit_code, result.output) == (
         1,
-        f"Error: no database at {db} (set --db or FLOWTRACKER_DB, or replay a file first)\n",
+        f"Error: no flowtracker database at {db} yet "
+        "(set --db or FLOWTRACKER_DB, or replay a file first)\n",
     )
     assert not db.exists()
 
@@ -187,9 +188,100 @@ def test_empty_quarantine(demo_db: str) -> None:
     assert run("quarantine", "--db", demo_db).output == "the quarantine is empty\n"
 
 
-@pytest.mark.parametrize("command", ["replay", "status", "rebuild", "quarantine"])
+@pytest.mark.parametrize("command", ["replay", "status", "rebuild", "quarantine", "migrate"])
 def test_every_command_has_help_naming_the_db_option(command: str) -> None:
     result = run(command, "--help")
     assert result.exit_code == 0
     assert "--db FILE" in result.output
     assert "FLOWTRACKER_DB" in result.output
+
+
+def tables(path: Path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        return sorted(row[0] for row in conn.execute("SELECT name FROM sqlite_master"))
+
+
+@pytest.mark.parametrize(
+    "command", [["status"], ["quarantine"], ["rebuild"], ["replay", DEMO], ["migrate"]]
+)
+def test_another_programs_database_is_refused_and_left_alone(
+    tmp_path: Path, command: list[str]
+) -> None:
+    app = tmp_path / "app.db"
+    with sqlite3.connect(app) as conn:
+        conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+    before = app.read_bytes()
+    result = run(*command, "--db", str(app))
+    assert (result.exit_code, result.output) == (
+        1,
+        f"Error: {app} is not a flowtracker database (it holds other tables: orders); "
+        "flowtracker leaves it alone: give it a file of its own with --db\n",
+    )
+    assert (tables(app), app.read_bytes()) == (["orders"], before)
+
+
+@pytest.mark.parametrize("command", ["status", "quarantine"])
+def test_reading_commands_create_nothing_in_an_empty_file(tmp_path: Path, command: str) -> None:
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    result = run(command, "--db", str(empty))
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: no flowtracker database at {empty} yet")
+    assert empty.read_bytes() == b""
+
+
+def test_a_file_that_is_not_sqlite_is_named(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database, but long enough to look like a header of one\n" * 20)
+    for command in (["status"], ["replay", DEMO]):
+        result = run(*command, "--db", str(notes))
+        assert (result.exit_code, result.output) == (
+            1,
+            f"Error: {notes} is not a SQLite database (file is not a database)\n",
+        )
+
+
+def test_a_missing_directory_is_named(tmp_path: Path) -> None:
+    db = tmp_path / "nowhere" / "x.db"
+    result = run("replay", DEMO, "--db", str(db))
+    assert (result.exit_code, result.output) == (
+        1,
+        f"Error: cannot open {db}: there is no directory {db.parent}\n",
+    )
+
+
+def test_an_older_schema_is_read_only_after_migrate(tmp_path: Path) -> None:
+    from sqlite_utils import Database
+
+    from flowtracker.schema import migrations
+
+    db = tmp_path / "old.db"
+    older = Database(db)
+    migrations.apply(older, stop_before="m009_canonical_subject_times")
+    older.close()
+    before = db.read_bytes()
+    result = run("status", "--db", str(db))
+    assert (result.exit_code, result.output) == (
+        1,
+        f"Error: {db} needs migrating to this flowtracker (m009_canonical_subject_times): "
+        f"run `flowtracker migrate --db {db}`\n",
+    )
+    assert db.read_bytes() == before
+    assert run("migrate", "--db", str(db)).output == (
+        f"{db}: applied 1 migrations (m009_canonical_subject_times)\n"
+    )
+    assert run("migrate", "--db", str(db)).output == f"{db}: already up to date\n"
+    assert run("status", "--db", str(db)).exit_code == 0
+
+
+def test_replay_migrates_an_older_flowtracker_database(tmp_path: Path) -> None:
+    from sqlite_utils import Database
+
+    from flowtracker.schema import migrations
+
+    db = tmp_path / "old.db"
+    older = Database(db)
+    migrations.apply(older, stop_before="m009_canonical_subject_times")
+    older.close()
+    assert run("replay", DEMO, "--db", str(db)).exit_code == 0
+    assert run("migrate", "--db", str(db)).output == f"{db}: already up to date\n"

@@ -3,15 +3,17 @@ stays healthy. Oversized and trickled bodies are in test_e2e (they need a real s
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Iterator
+from urllib.parse import quote, urlencode
 
 import pytest
 from starlette.testclient import TestClient
 
 from flowtracker.settings import Settings
 from flowtracker.web import create_app
-from tests.conftest import INSTANCE, document_form, flow
+from tests.conftest import INSTANCE, document_form, document_json, flow
 
 JSON = {"content-type": "application/json"}
 FORM = {"content-type": "application/x-www-form-urlencoded"}
@@ -141,3 +143,70 @@ def test_every_method_on_every_path_is_answered_in_the_error_shape_or_served(
     assert response.status_code < 500
     if response.status_code >= 400 and method != "HEAD":
         assert set(response.json()) == {"error"}
+
+
+def document_bodies(document_id: str) -> dict[str, tuple[bytes, dict[str, str]]]:
+    """One document callback for `document_id` in every encoding the endpoint takes."""
+    inner = json.dumps(document_json("pending", 1, id=document_id))
+    v2 = {"document_id": document_id, "document_signed_and_sealed": "false", "document_json": inner}
+    v1 = {"documentid": document_id, "signedAndSealed": "false", "json": inner}
+    as_json = {**v2, "document_signed_and_sealed": False}
+    return {
+        "v2 form": (urlencode(v2).encode(), FORM),
+        "v1 form": (urlencode(v1).encode(), FORM),
+        "json, document_json as text": (json.dumps(as_json).encode(), JSON),
+        "json, document_json as an object": (
+            json.dumps({**as_json, "document_json": json.loads(inner)}).encode(),
+            JSON,
+        ),
+    }
+
+
+CONTROL = [chr(code) for code in (*range(0x20), 0x7F, 0x80, 0x85, 0x9F)]
+
+
+@pytest.mark.parametrize("character", CONTROL, ids=[f"U+{ord(c):04X}" for c in CONTROL])
+def test_a_document_id_with_a_control_character_is_refused_in_every_encoding(
+    client: TestClient, character: str
+) -> None:
+    document_id = f"line1{character}line2"
+    quarantined = client.get("/status").json()["quarantined"]
+    for encoding, (body, headers) in document_bodies(document_id).items():
+        response = client.post("/callbacks/document", content=body, headers=headers)
+        assert response.status_code == 422, encoding
+        assert response.json()["error"]["details"] == {
+            "document_id": f"must not hold control characters (U+{ord(character):04X} at 5)"
+        }, encoding
+    assert client.get("/status").json()["quarantined"] == quarantined + 4
+
+
+@pytest.mark.parametrize(
+    ("document_id", "problem"),
+    [("", "must be 1 to 200 characters"), ("7" * 201, "must be 1 to 200 characters")],
+    ids=["empty", "201 characters"],
+)
+def test_a_document_id_empty_or_too_long_is_refused(
+    client: TestClient, document_id: str, problem: str
+) -> None:
+    for encoding, (body, headers) in document_bodies(document_id).items():
+        response = client.post("/callbacks/document", content=body, headers=headers)
+        assert response.status_code == 422, encoding
+        assert response.json()["error"]["details"]["document_id"] == problem, encoding
+
+
+ODD_IDS = ["lease/2025/7", "100%", "a?b#c", "two words", "\u202eRTL mark", "<script>x</script>",
+           "7" * 200, "é-ü", "tab\u2028line sep"]  # fmt: skip
+
+
+@pytest.mark.parametrize("document_id", ODD_IDS)
+def test_every_other_document_id_is_taken_and_reads_back(
+    client: TestClient, document_id: str
+) -> None:
+    body, headers = document_bodies(document_id)["v2 form"]
+    assert client.post("/callbacks/document", content=body, headers=headers).status_code == 200
+    path = quote(document_id, safe="")
+    served = client.get(f"/documents/{path}")
+    assert (served.status_code, served.json()["id"]) == (200, document_id)
+    page = client.get(f"/ui/documents/{path}")
+    assert page.status_code == 200
+    assert html.escape(document_id) in page.text

@@ -168,7 +168,8 @@ def test_an_unauthenticated_callback_is_rejected_and_no_token_or_body_is_logged(
 def test_a_document_id_that_could_break_the_line_is_quoted(
     client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    odd = "lease 7\nINFO: forged"
+    # Control characters are refused at intake; U+2028 (a line separator) is not one.
+    odd = "lease 7\u2028INFO: forged"
     form = urlencode({
         "document_id": odd,
         "document_signed_and_sealed": "false",

@@ -342,14 +342,14 @@ def _form(**fields: str) -> bytes:
         ),
         (
             _form(
-                document_id="x" * 129,
+                document_id="x" * 201,
                 document_signed_and_sealed="false",
                 document_json=json.dumps(document_json("pending", 1)),
             ),
             {
-                "document_id": "must be 1 to 128 characters",
+                "document_id": "must be 1 to 200 characters",
                 "document_json.id": "must equal document_id ('"
-                + "x" * 129
+                + "x" * 201
                 + "'), got '9221714692413150898'",
             },
         ),

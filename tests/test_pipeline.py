@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from flowtracker import views
-from flowtracker.errors import StorageUnavailable
+from flowtracker.errors import StorageUnavailable, UnusableDatabase
 from flowtracker.parsing import parse_document, parse_flow
 from flowtracker.pipeline import Pipeline, Receipt
 from flowtracker.sqlite_store import SQLiteStore, SQLiteTransaction
@@ -477,5 +477,8 @@ def test_a_database_a_newer_flowtracker_migrated_is_refused(db_path: Path) -> No
             "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) "
             "VALUES ('flowtracker', 'm999_from_the_future', '2030-01-01')"
         )
-    with pytest.raises(StorageUnavailable, match=r"a newer flowtracker .*m999_from_the_future"):
-        SQLiteStore(db_path)
+    for access in ("read", "write", "create"):
+        with pytest.raises(
+            UnusableDatabase, match=r"migrated by a newer flowtracker \(m999_from_the_future\)"
+        ):
+            SQLiteStore(db_path, access=access)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,10 @@ def written(second: int, style: str) -> str:
     """One instant written as Scrive might: nine digits, ten digits, or with an offset."""
     if style == "ten digits":  # the tenth digit is truncated: the same nanosecond
         return at(second).replace("Z", "7Z")
+    if style == "a trailing zero":  # the issue's example: ...17.3323509210Z
+        return at(second, "332350921").replace("Z", "0Z")
+    if style == "its own nanoseconds":
+        return at(second, "332350921")
     if style == "offset":
         return at(second).replace("T16:", "T17:").replace("Z", "+01:00")
     return at(second)
@@ -43,7 +48,9 @@ flow_bodies = st.builds(
     ),
     st.sampled_from(FLOW_TYPES),
     st.integers(0, 5),  # few distinct times: equal times happen
-    st.sampled_from(["nine digits", "ten digits", "offset"]),
+    st.sampled_from(
+        ["nine digits", "ten digits", "offset", "a trailing zero", "its own nanoseconds"]
+    ),
     st.sampled_from([INSTANCE, OTHER]),
     st.sampled_from([1, 1, 1, 1, 2]),
     st.integers(0, 1),  # same type and time, other body: a distinct event
@@ -95,7 +102,8 @@ def _subjects(store: SQLiteStore) -> dict[str, Any]:
     for instance in (INSTANCE, OTHER):
         if store.subject_history("flow", instance):
             view = views.instance(store, instance)
-            found[instance] = (view["state"], [_event(e) for e in view["events"]])
+            times = (view["first_event_at"], view["last_event_at"])
+            found[instance] = (view["state"], times, [_event(e) for e in view["events"]])
     if store.subject_history("document", DOCUMENT):
         view = views.document(store, DOCUMENT)
         shown = (view["object_version"], view["signed_and_sealed"], view["mtime"])
@@ -133,6 +141,8 @@ def oracle(bodies: set[bytes]) -> dict[str, Any]:
 def _fold_by_hand(callbacks: list[Callback]) -> Any:
     is_flow = callbacks[0].kind == "flow"
     state, history = ("in_progress" if is_flow else "new"), []
+    # One spelling for an instance's first and last event, however they were written.
+    times = (spelled(callbacks[0].position[0]), spelled(callbacks[-1].position[0]))
     shown: tuple[Any, ...] = (None, None, None)
     for c in callbacks:
         if is_flow and c.format_version != 1:
@@ -147,7 +157,15 @@ def _fold_by_hand(callbacks: list[Callback]) -> Any:
             if judged.outcome == "applied" and c.kind == "document":
                 shown = (c.object_version, c.signed_and_sealed, c.mtime.text)
         history.append((json.dumps(dict(c.payload), sort_keys=True), *verdict))
-    return (state, history) if is_flow else (state, shown, history)
+    return (state, times, history) if is_flow else (state, shown, history)
+
+
+def spelled(ns: int) -> str:
+    """RFC 3339 in UTC, nanoseconds without trailing zeros (the spec's canonical form)."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    whole = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    fraction = f"{rest:09d}".rstrip("0")
+    return f"{whole}{'.' + fraction if fraction else ''}Z"
 
 
 def check(batches: list[list[bytes]]) -> None:

@@ -24,8 +24,8 @@ def test_instance_view_is_the_whole_history(pipeline: Pipeline, store: SQLiteSto
         "id": INSTANCE,
         "state": "completed",
         "terminal": True,
-        "first_event_at": at(1),
-        "last_event_at": at(3),
+        "first_event_at": "2021-03-10T16:00:01Z",  # canonical: no trailing zeros
+        "last_event_at": "2021-03-10T16:00:03Z",
         "last_received_at": "2027-01-15T08:00:00.000000Z",
         "event_count": 2,
         "anomalies": 2,

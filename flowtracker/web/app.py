@@ -34,6 +34,7 @@ from ..sqlite_store import SQLiteStore
 from ..wire import WRITER_SOCKET
 from . import callbacks, dashboard, metrics, reads, session
 from .auth import RedactTokens
+from .guard import HEAD_LIMITS, HeadLimits
 from .openapi import openapi_document
 from .responses import error_response, internal_error, not_allowed
 from .runtime import Runtime
@@ -55,7 +56,7 @@ def create_app(
     registry = CollectorRegistry()  # the app's own: several apps in one process never clash
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         store = SQLiteStore(
             settings.db_path,
             durability=settings.durability,
@@ -77,8 +78,9 @@ def create_app(
         app.state.runtime = Runtime(settings, store, intake, registry=registry)
         _warn_when_open(settings)
         orphan_watch = asyncio.create_task(_stop_when_orphaned(supervisor))
+        limits = HeadLimits(settings.max_head, seconds=settings.head_timeout_seconds)
         try:
-            yield
+            yield {HEAD_LIMITS: limits}  # for the connections of `serve` (web.guard)
         finally:
             orphan_watch.cancel()
             registry.unregister(collector)

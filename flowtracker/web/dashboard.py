@@ -158,11 +158,15 @@ async def _subject(request: Request, run: Runtime, kind: Kind, subject_id: str) 
     data, pulse = await run_in_threadpool(_read_with_pulse, run, watched, read, subject_id)
     lifecycle = FLOW if kind == "flow" else DOCUMENT
     drawn = {trigger for _, trigger, _ in lifecycle.arrows}
-    timeline = []
+    timeline: list[dict[str, Any]] = []
     for event in data["events" if kind == "flow" else "snapshots"]:
-        text = json.dumps(event["payload"], indent=2, ensure_ascii=False)
+        if "payload_error" in event:  # stored before the nesting limit: not shown
+            text = f"(not shown: {event['payload_error']})"
+            unique = f"{event['received_at']} {event['outcome']} {len(timeline)}"
+        else:
+            text = unique = json.dumps(event["payload"], indent=2, ensure_ascii=False)
         # The payload is unique to its event: an anchor that survives a redraw.
-        anchor = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:16]
+        anchor = hashlib.sha256(unique.encode("utf-8", "replace")).hexdigest()[:16]
         timeline.append({**event, "payload_text": text, "anchor": anchor})
     context = {
         "section": kind,

@@ -31,8 +31,13 @@ def _delivery() -> JSON:
         "out_of_order": {"type": "boolean"},
         "deliveries": {"type": "integer", "minimum": 1},
         "reason": NULLABLE_STRING,
-        "payload": {"type": "object"},
+        # null only with `payload_error`: stored before the nesting limit, too deep to serve
+        "payload": {"type": ["object", "null"]},
     }
+
+
+# The optional properties of an event or snapshot.
+PAYLOAD_ERROR = {"payload_error": {"type": "string", "description": "why `payload` is null"}}
 
 
 def schemas() -> JSON:
@@ -64,7 +69,8 @@ def schemas() -> JSON:
         }
     )
     flow_event = _object(
-        {"type": {"type": "string"}, "event_created": {"type": "string"}, **_delivery()}
+        {"type": {"type": "string"}, "event_created": {"type": "string"}, **_delivery()},
+        PAYLOAD_ERROR,
     )
     snapshot = _object(
         {
@@ -73,7 +79,8 @@ def schemas() -> JSON:
             "mtime": {"type": "string"},
             "signed_and_sealed": {"type": "boolean"},
             **_delivery(),
-        }
+        },
+        PAYLOAD_ERROR,
     )
     counts = {"type": "object", "additionalProperties": {"type": "integer"}}
     quarantined = _object(

@@ -1,0 +1,154 @@
+"""Limits on request heads that uvicorn's httptools protocol does not keep.
+
+uvicorn bounds the time between requests on a kept-alive connection and, with
+`--limit-concurrency`, the number of connections; nothing bounds a request head. A client
+could send header lines a byte a minute on as many connections as it likes, or one header
+of a gigabyte, and uvicorn would wait and buffer (docs/reliability.md). This protocol is
+uvicorn's own, with three limits added around its parser callbacks: a head must arrive
+within `HeadLimits.seconds` (else 408), and stay within `max_bytes` and `max_count`
+headers (else 431). It parses nothing itself; `flowtracker serve` runs it (`--http`).
+
+The limits come from the settings through the app's lifespan state (`HEAD_LIMITS`), which
+uvicorn hands every connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from ..errors import FlowtrackerError, RequestHeadersTooLarge, RequestTimeout
+
+HEAD_LIMITS = "flowtracker.head_limits"  # the key of the lifespan state
+PROTOCOL = "flowtracker.web.guard:GuardedHttpTools"  # for uvicorn's `http` option
+
+
+@dataclass(frozen=True, slots=True)
+class HeadLimits:
+    """How large and how slow a request head (request line and headers) may be."""
+
+    max_bytes: int = 32 * 1024
+    max_count: int = 100
+    seconds: float = 10.0
+
+
+class GuardedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with `HeadLimits` on every request head."""
+
+    _limits = HeadLimits()
+    _timer: asyncio.TimerHandle | None = None
+    _in_head = True  # reading a request head (or waiting for one to start)
+    _head_bytes = 0  # of this head, as the parser reported it
+    _head_count = 0
+    _unparsed = 0  # bytes received while in this head
+    _begun = 0  # request heads begun on this connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        found = self.app_state.get(HEAD_LIMITS)
+        if isinstance(found, HeadLimits):
+            self._limits = found
+        self._arm()  # a connection that never sends a head is closed too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        heading, begun = self._in_head, self._begun
+        super().data_received(data)
+        # The same head unfinished after this chunk: all of it was head. Counted here, as
+        # the parser reports a header only once its line has ended.
+        if heading and self._in_head and begun == self._begun:
+            self._unparsed += len(data)
+            if self._unparsed > self._limits.max_bytes:
+                self._refuse(_too_large(self._limits))
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._head_bytes, self._head_count, self._unparsed = True, 0, 0, 0
+        self._begun += 1
+        if self._timer is None:  # the next request on a kept-alive connection
+            self._arm()
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._head_bytes += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._head_bytes += len(name) + len(value) + 4
+        self._head_count += 1
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        self._in_head = False
+        limits = self._limits
+        if self._head_bytes <= limits.max_bytes and self._head_count <= limits.max_count:
+            super().on_headers_complete()
+            return
+        # Answered as uvicorn answers over `--limit-concurrency`: another app this once.
+        app, self.app = self.app, _Refusal(_too_large(limits))
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
+
+    def _arm(self) -> None:
+        self._timer = self.loop.call_later(self._limits.seconds, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _too_slow(self) -> None:
+        self._timer = None
+        if self._in_head:
+            seconds = self._limits.seconds
+            self._refuse(RequestTimeout(f"the request head did not arrive within {seconds:g} s"))
+
+    def _refuse(self, error: FlowtrackerError) -> None:
+        """Answer in the one error shape and close: the head never ended, so no app ran."""
+        if not self.transport.is_closing():
+            self.transport.write(_raw_response(error))
+            self.transport.close()
+
+
+class _Refusal:
+    """An ASGI app answering one error and closing the connection."""
+
+    def __init__(self, error: FlowtrackerError) -> None:
+        self.error = error
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        body = json.dumps(self.error.to_dict()).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        await send({"type": "http.response.start", "status": self.error.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _too_large(limits: HeadLimits) -> RequestHeadersTooLarge:
+    return RequestHeadersTooLarge(
+        f"the request head is over the limit of {limits.max_bytes} bytes "
+        f"or {limits.max_count} headers",
+        {"max_bytes": limits.max_bytes, "max_count": limits.max_count},
+    )
+
+
+def _raw_response(error: FlowtrackerError) -> bytes:
+    body = json.dumps(error.to_dict()).encode()
+    phrase = http.HTTPStatus(error.status).phrase
+    return (
+        f"HTTP/1.1 {error.status} {phrase}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
