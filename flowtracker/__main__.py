@@ -1,5 +1,5 @@
 """`python -m flowtracker`: the same as the `flowtracker` command."""
 
-from .cli import main
+from flowtracker.cli import main
 
 main()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import sys
@@ -13,14 +12,16 @@ from typing import Any, BinaryIO, TypeVar
 
 import click
 
-from . import __version__, views
-from .cli_simulate import simulate_command
-from .errors import FlowtrackerError, NotFound
-from .pipeline import Pipeline
-from .replay import DEFAULT_BATCH, replay
-from .settings import Settings, SettingsError
-from .sqlite_store import Access, SQLiteStore, needed_migrations
-from .text import clip, document_text, instance_text, summary_text
+from flowtracker import __version__
+from flowtracker.errors import FlowtrackerError, NotFound
+from flowtracker.ingest.pipeline import Pipeline
+from flowtracker.ingest.replay import DEFAULT_BATCH, replay
+from flowtracker.reads import summaries, views
+from flowtracker.reads.text import clip, document_text, instance_text, summary_text
+from flowtracker.scrive.cli import simulate_command
+from flowtracker.settings import Settings, SettingsError
+from flowtracker.store.sqlite.backend import SQLiteStore
+from flowtracker.store.sqlite.connection import Access, needed_migrations
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -118,12 +119,7 @@ def serve(
     Tokens come from the environment only: FLOWTRACKER_CALLBACK_TOKEN for the callback
     endpoints, FLOWTRACKER_READ_TOKEN for the read API. Without them the service is open.
     """
-    import uvicorn
-
-    from .web.app import SUPERVISOR
-    from .web.guard import PROTOCOL as HEAD_GUARD
-    from .wire import WRITER_SOCKET
-    from .writer import WriterProcess
+    from flowtracker.web.serving import ServeOptions, run
 
     try:
         settings = Settings.from_env(
@@ -132,38 +128,19 @@ def serve(
         SQLiteStore(settings.db_path, durability=settings.durability).close()  # fail early
     except (SettingsError, FlowtrackerError) as error:
         raise click.ClickException(str(error)) from None
-    os.environ.update(settings.to_env())  # uvicorn's worker processes read them back
-    os.environ.pop(WRITER_SOCKET, None)
-    os.environ.pop(SUPERVISOR, None)
-    if workers > 1:  # uvicorn's main process: its workers stop if it dies
-        os.environ[SUPERVISOR] = str(os.getpid())
-    writer = WriterProcess(os.environ) if writer_mode == "process" else None
-    if writer is not None:
-        try:
-            writer.start()
-        except (OSError, RuntimeError) as error:
-            writer.stop()
-            raise click.ClickException(str(error)) from None
-        os.environ[WRITER_SOCKET] = writer.socket_path
+    options = ServeOptions(
+        host=host,
+        port=port,
+        workers=workers,
+        limit_concurrency=limit_concurrency,
+        access_log=not no_access_log,
+        callback_log=not no_callback_log,
+        writer_process=writer_mode == "process",
+    )
     try:
-        uvicorn.run(
-            "flowtracker.web:app_from_environment",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            access_log=not no_access_log,
-            log_config=_log_config(settings.log_format, callback_log=not no_callback_log),
-            timeout_graceful_shutdown=30,
-            # uvicorn's httptools protocol with limits on request heads (web.guard)
-            http=HEAD_GUARD,
-            limit_concurrency=limit_concurrency,
-        )
-    finally:
-        # After uvicorn has answered its last request. (On SIGTERM uvicorn ends this
-        # process itself once it is done; the writer then sees its stdin close.)
-        if writer is not None:
-            writer.stop()
+        run(settings, options)
+    except RuntimeError as error:  # the writer process could not start
+        raise click.ClickException(str(error)) from None
 
 
 @main.command(hidden=True)
@@ -172,41 +149,17 @@ def writer(socket_path: str) -> None:
     """The writer process that `serve` runs; settings come from FLOWTRACKER_* variables."""
     import logging.config
 
-    from .logs import lighten
-    from .writer import run_writer
+    from flowtracker.ingest.writer import run_writer
+    from flowtracker.logs import lighten
+    from flowtracker.web.serving import log_config
 
     try:
         settings = Settings.from_env(os.environ)
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
-    logging.config.dictConfig(_log_config(settings.log_format))
+    logging.config.dictConfig(log_config(settings.log_format))
     lighten()
     run_writer(settings, socket_path)
-
-
-def _log_config(log_format: str = "plain", *, callback_log: bool = True) -> dict[str, Any]:
-    """uvicorn's logging, with flowtracker's own loggers (`flowtracker.callbacks` among
-    them) printed the same way; with "json", every line is one JSON object."""
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["formatters"]["flowtracker"] = {"()": "flowtracker.logs.PlainFormatter"}
-    # Its own handler on stderr: a line per callback, without uvicorn's per-record copy.
-    config["handlers"]["flowtracker"] = {
-        **config["handlers"]["default"],
-        "formatter": "flowtracker",
-    }
-    config["loggers"]["flowtracker"] = {
-        "handlers": ["flowtracker"],
-        "level": "INFO",
-        "propagate": False,
-    }
-    if not callback_log:  # the refusals are warnings: they stay
-        config["loggers"]["flowtracker.callbacks"] = {"level": "WARNING"}
-    if log_format == "json":
-        for name in config["formatters"]:
-            config["formatters"][name] = {"()": "flowtracker.logs.JSONFormatter"}
-    return config
 
 
 @main.command(name="replay")
@@ -263,7 +216,7 @@ def status(subject_id: str | None, db_path: str, as_json: bool) -> None:
     """The summary, or one flow instance or document (by ID) with its history."""
     with _opened(db_path) as (settings, store):
         if subject_id is None:
-            data = views.status(
+            data = summaries.status(
                 store,
                 time.time_ns(),
                 stuck_age_ns=settings.stuck_age_seconds * 1_000_000_000,

@@ -37,7 +37,7 @@ class FlowtrackerError(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled as it is, whatever the subclass's __init__ takes: the writer process
-        # sends errors back to the HTTP workers (flowtracker.writer).
+        # sends errors back to the HTTP workers (flowtracker.ingest.writer).
         return _rebuilt, (type(self), self.message, self.details), self.__dict__
 
     def to_dict(self) -> dict[str, Any]:

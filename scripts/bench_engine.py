@@ -6,7 +6,7 @@ authentication and custom callbacks and ends in a terminal event; 10% are delive
 
   bare      executemany INSERT of the finished rows into flow_events (same schema,
             same indexes, same pragmas, the same batch size per commit);
-  pipeline  the same bodies as JSON Lines through `flowtracker.replay.replay`, i.e.
+  pipeline  the same bodies as JSON Lines through `flowtracker.ingest.replay.replay`, i.e.
             parse + dedup + fold + store, committed in batches.
 
 Prints events per second for both, the ratio, peak RSS, and RSS sampled through the
@@ -25,11 +25,11 @@ import time
 import uuid
 from pathlib import Path
 
-from flowtracker.parsing import parse_line
-from flowtracker.pipeline import Pipeline
-from flowtracker.replay import replay
+from flowtracker.engine.parsing import parse_line
+from flowtracker.ingest.pipeline import Pipeline
+from flowtracker.ingest.replay import replay
 from flowtracker.settings import Settings
-from flowtracker.sqlite_store import SQLiteStore
+from flowtracker.store.sqlite.backend import SQLiteStore
 
 STEPS = ["authentication_attempted", "custom", "authentication_attempted", "custom"]
 ENDINGS = ["completed"] * 6 + ["flow_rejected", "cancelled", "timed_out", "failed"]
@@ -99,7 +99,7 @@ def bench_bare(lines: list[bytes], path: Path, batch: int) -> float:
                 c.content_type,
             )
         )
-    conn = store._writer
+    conn = store.connections._writer
     started = time.perf_counter()
     for start in range(0, len(rows), batch):
         conn.execute("BEGIN IMMEDIATE")

@@ -24,12 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_http import deliveries
 
-from flowtracker import intake
-from flowtracker.cli import _log_config
+from flowtracker.ingest import intake
+from flowtracker.ingest.interface import CallbackRequest, Receipt
 from flowtracker.logs import lighten
-from flowtracker.pipeline import Receipt
 from flowtracker.settings import Settings
 from flowtracker.web import create_app
+from flowtracker.web.serving import log_config as _log_config
 
 ASGIApp = Callable[..., Any]
 RECEIPT = Receipt("applied", False, None, "flow", "b76e7cac-57d7-4e1b-b8eb-21155f1cce44", "x")
@@ -91,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     bodies = deliveries(20_000)
 
-    async def canned(self: intake.LocalIntake, delivery: intake.Delivery) -> Receipt:
+    async def canned(self: intake.LocalIntake, delivery: CallbackRequest) -> Receipt:
         return RECEIPT
 
     intake.LocalIntake.take = canned  # type: ignore[method-assign]

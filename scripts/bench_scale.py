@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_engine import ENDINGS, NS, STEPS, _body, make_lines
 from bench_http import memory_mb
 
-from flowtracker.parsing import parse_line
-from flowtracker.pipeline import Pipeline
-from flowtracker.sqlite_store import SQLiteStore
+from flowtracker.engine.parsing import parse_line
+from flowtracker.ingest.pipeline import Pipeline
+from flowtracker.store.sqlite.backend import SQLiteStore
 from tests.server import serving
 
 
@@ -109,7 +109,7 @@ def main() -> None:
         big = args.db or Path(directory) / "big.db"
         if big.exists():
             print(f"reusing {big}")
-            sample = [row[0] for row in SQLiteStore(big)._writer.execute(
+            sample = [row[0] for row in SQLiteStore(big).connections._writer.execute(
                 "SELECT id FROM instances ORDER BY id LIMIT 1000")]  # fmt: skip
         else:
             print(f"building {args.instances:,} instances, {args.events:,} events in {big}")
@@ -119,12 +119,12 @@ def main() -> None:
             print(f"built in {took:,.0f} s ({args.events / took:,.0f} events/s, batches of "
                   "5,000, durability normal)")  # fmt: skip
         store = SQLiteStore(big)
-        store._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # size without the WAL
-        stored = store._writer.execute("SELECT COUNT(*) FROM flow_events").fetchone()[0]
+        store.connections._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # size without the WAL
+        stored = store.connections._writer.execute("SELECT COUNT(*) FROM flow_events").fetchone()[0]
         # Free pages (an index a migration dropped, say) are in the file until later
         # writes reuse them: counted apart.
-        free = (store._writer.execute("PRAGMA freelist_count").fetchone()[0]
-                * store._writer.execute("PRAGMA page_size").fetchone()[0])  # fmt: skip
+        free = (store.connections._writer.execute("PRAGMA freelist_count").fetchone()[0]
+                * store.connections._writer.execute("PRAGMA page_size").fetchone()[0])  # fmt: skip
         store.close()
         size = big.stat().st_size - free
         print(

@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_http import deliveries
 
-from flowtracker.pipeline import Pipeline
-from flowtracker.sqlite_store import SQLiteStore
+from flowtracker.ingest.pipeline import Pipeline
+from flowtracker.store.sqlite.backend import SQLiteStore
 from tests.server import free_port
 
 
@@ -96,9 +96,9 @@ def check(db: Path, acked: list[bytes]) -> dict[str, int]:
     lost = sum(1 for body in distinct_acked if stored[body] == 0)
     twice = sum(1 for body in distinct_acked if stored[body] > 1)
     store = SQLiteStore(db)
-    kept = store.summary("0")
+    kept = store.totals("0")
     rebuilt = Pipeline(store).rebuild()  # also recounts the counters
-    recounted = store.summary("0")
+    recounted = store.totals("0")
     store.close()
     return {
         "acked": len(acked),

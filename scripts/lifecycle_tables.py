@@ -6,7 +6,7 @@ Usage: python scripts/lifecycle_tables.py
 
 from __future__ import annotations
 
-from flowtracker.lifecycles import DOCUMENT, FLOW, Lifecycle
+from flowtracker.engine.lifecycles import DOCUMENT, FLOW, Lifecycle
 
 
 def table(lifecycle: Lifecycle, corner: str) -> str:

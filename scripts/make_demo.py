@@ -17,7 +17,7 @@ import copy
 import json
 from typing import Any
 
-from flowtracker.scrive import (
+from flowtracker.scrive.payloads import (
     MIN,
     NAMES,
     NS,

@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_engine import make_lines
 from bench_http import deliveries
 
-from flowtracker.parsing import parse_line
-from flowtracker.pipeline import Pipeline
-from flowtracker.sqlite_store import SQLiteStore
+from flowtracker.engine.parsing import parse_line
+from flowtracker.ingest.pipeline import Pipeline
+from flowtracker.store.sqlite.backend import SQLiteStore
 
 EVENT_TABLES = ("flow_events", "document_snapshots")
 
@@ -48,7 +48,7 @@ def wal_pages(wal: bytes) -> Counter[int]:
 
 def owners(store: SQLiteStore, *, whole: bool) -> dict[int, str]:
     """Page number -> the b-tree that owns it; without `whole`, the event tables left out."""
-    conn = store._writer
+    conn = store.connections._writer
     if whole:
         return dict(conn.execute("SELECT pageno, name FROM dbstat"))
     names = [
@@ -66,13 +66,13 @@ def owners(store: SQLiteStore, *, whole: bool) -> dict[int, str]:
 def measure(path: Path, batches: list[list[bytes]], *, whole: bool) -> tuple[int, Counter[str]]:
     store = SQLiteStore(path, checkpoint_seconds=1e9)
     try:
-        store._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        store._writer.execute("PRAGMA wal_autocheckpoint = 0")
+        store.connections._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        store.connections._writer.execute("PRAGMA wal_autocheckpoint = 0")
         pipeline = Pipeline(store)
         for batch in batches:
             pipeline.ingest([parse_line(line) for line in batch])
         frames = wal_pages(Path(f"{path}-wal").read_bytes())
-        store._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        store.connections._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         owner = owners(store, whole=whole)
     finally:
         store.close()

@@ -10,8 +10,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from flowtracker.pipeline import Pipeline
-from flowtracker.sqlite_store import SQLiteStore
+from flowtracker.ingest.pipeline import Pipeline
+from flowtracker.store.sqlite.backend import SQLiteStore
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 T0 = 1_800_000_000_000_000_000  # 2027-01-15T08:00:00Z in ns: "now" for the tests' clock

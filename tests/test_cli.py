@@ -253,7 +253,7 @@ def test_a_missing_directory_is_named(tmp_path: Path) -> None:
 def test_an_older_schema_is_read_only_after_migrate(tmp_path: Path) -> None:
     from sqlite_utils import Database
 
-    from flowtracker.schema import migrations
+    from flowtracker.store.sqlite.schema import migrations
 
     db = tmp_path / "old.db"
     older = Database(db)
@@ -277,7 +277,7 @@ def test_an_older_schema_is_read_only_after_migrate(tmp_path: Path) -> None:
 def test_replay_migrates_an_older_flowtracker_database(tmp_path: Path) -> None:
     from sqlite_utils import Database
 
-    from flowtracker.schema import migrations
+    from flowtracker.store.sqlite.schema import migrations
 
     db = tmp_path / "old.db"
     older = Database(db)

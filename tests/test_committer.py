@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 
-from flowtracker import committer as committer_module
-from flowtracker import views
-from flowtracker.committer import GroupCommitter
+from flowtracker.engine.parsing import parse_flow
 from flowtracker.errors import StorageUnavailable
-from flowtracker.parsing import parse_flow
-from flowtracker.pipeline import Pipeline, Receipt
-from flowtracker.sqlite_store import SQLiteStore
+from flowtracker.ingest import committer as committer_module
+from flowtracker.ingest.committer import GroupCommitter
+from flowtracker.ingest.interface import Receipt
+from flowtracker.ingest.pipeline import Pipeline
+from flowtracker.reads import views
+from flowtracker.store.sqlite.backend import SQLiteStore
 from tests.conftest import flow
 
 IDS = [f"00000000-0000-4000-8000-{n:012d}" for n in range(200)]

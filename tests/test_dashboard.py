@@ -14,8 +14,8 @@ import httpx2 as httpx
 import pytest
 from starlette.testclient import TestClient
 
-from flowtracker.parsing import parse_flow
-from flowtracker.pipeline import Pipeline
+from flowtracker.engine.parsing import parse_flow
+from flowtracker.ingest.pipeline import Pipeline
 from flowtracker.settings import Settings
 from flowtracker.web import create_app
 from flowtracker.web.auth import SESSION_COOKIE, SESSION_SECONDS, session_cookie, valid_session

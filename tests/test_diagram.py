@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from flowtracker.diagram import BOX_HEIGHT, BOX_WIDTH, Diagram, layout
-from flowtracker.events import Callback
-from flowtracker.lifecycles import DOCUMENT, FLOW, Lifecycle
-from flowtracker.parsing import parse_flow
-from flowtracker.pipeline import Pipeline
-from flowtracker.sqlite_store import SQLiteStore
-from flowtracker.timestamps import format_ns
+from flowtracker.engine.events import Callback
+from flowtracker.engine.lifecycles import DOCUMENT, FLOW, Lifecycle
+from flowtracker.engine.parsing import parse_flow
+from flowtracker.engine.timestamps import format_ns
+from flowtracker.ingest.pipeline import Pipeline
+from flowtracker.reads.diagram import BOX_HEIGHT, BOX_WIDTH, Diagram, layout
+from flowtracker.store.sqlite.backend import SQLiteStore
 from flowtracker.web.charts import MINUTES, first_minute, sparkline
 from tests.conftest import Clock, flow
 

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from flowtracker import views
+from flowtracker.engine.parsing import parse_flow
 from flowtracker.errors import StorageUnavailable
-from flowtracker.parsing import parse_flow
-from flowtracker.pipeline import Pipeline
+from flowtracker.ingest.pipeline import Pipeline
+from flowtracker.reads import views
 from flowtracker.settings import Settings
-from flowtracker.sqlite_store import SQLiteStore
+from flowtracker.store.sqlite.backend import SQLiteStore
 from flowtracker.web import create_app
 from tests.conftest import INSTANCE, Clock, flow
 
@@ -42,8 +42,8 @@ class FailingCommit:
 )
 def test_a_failed_commit_is_rolled_back_and_writes_go_on(db_path: Path, fault: str) -> None:
     store = SQLiteStore(db_path)
-    real = store._writer
-    store._writer = FailingCommit(real, fault)  # type: ignore[assignment]
+    real = store.connections._writer
+    store.connections._writer = FailingCommit(real, fault)  # type: ignore[assignment]
     pipeline = Pipeline(store, Clock())
     with pytest.raises(StorageUnavailable) as error:
         pipeline.ingest([parse_flow(flow("completed", 1))])

@@ -10,10 +10,10 @@ from urllib.parse import urlencode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowtracker.bodies import canonical_json
+from flowtracker.engine.bodies import canonical_json
+from flowtracker.engine.events import FLOW_FIELDS
+from flowtracker.engine.parsing import parse_document, parse_flow, parse_line
 from flowtracker.errors import MalformedCallback
-from flowtracker.events import FLOW_FIELDS
-from flowtracker.parsing import parse_document, parse_flow, parse_line
 from tests.conftest import document_json
 
 FORM = "application/x-www-form-urlencoded"

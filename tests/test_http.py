@@ -427,7 +427,7 @@ def test_storage_failure_is_503_with_retry_after(
 ) -> None:
     import sqlite3
 
-    from flowtracker.sqlite_store import SQLiteTransaction
+    from flowtracker.store.sqlite.backend import SQLiteTransaction
 
     def full(*args: object) -> None:
         raise sqlite3.OperationalError("database or disk is full")

@@ -2,9 +2,9 @@
 
 import pytest
 
-from flowtracker.events import FLOW_FIELDS
-from flowtracker.fold import Verdict, judge
-from flowtracker.lifecycles import DOCUMENT, DOCUMENT_STATES, FLOW, FLOW_STATES, Lifecycle
+from flowtracker.engine.events import FLOW_FIELDS
+from flowtracker.engine.fold import Verdict, judge
+from flowtracker.engine.lifecycles import DOCUMENT, DOCUMENT_STATES, FLOW, FLOW_STATES, Lifecycle
 
 TERMINAL_OF = {
     "completed": "completed",

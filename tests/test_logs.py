@@ -17,10 +17,11 @@ from click.testing import CliRunner
 from starlette.testclient import TestClient
 from uvicorn.logging import DefaultFormatter
 
-from flowtracker.cli import _log_config, main
+from flowtracker.cli import main
 from flowtracker.logs import JSONFormatter, PlainFormatter
 from flowtracker.settings import Settings, SettingsError
 from flowtracker.web import create_app
+from flowtracker.web.serving import log_config as _log_config
 from tests.conftest import DOCUMENT, INSTANCE, document_form, document_json, flow
 from tests.server import serving
 

@@ -12,10 +12,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from flowtracker.pipeline import Pipeline
+from flowtracker.engine.timestamps import parse_timestamp
+from flowtracker.ingest.pipeline import Pipeline
 from flowtracker.settings import Settings
-from flowtracker.sqlite_store import SQLiteStore
-from flowtracker.timestamps import parse_timestamp
+from flowtracker.store.sqlite.backend import SQLiteStore
 from flowtracker.web import create_app
 from tests.conftest import DOCUMENT, INSTANCE, document_form, flow
 from tests.server import serving

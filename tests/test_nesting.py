@@ -21,13 +21,13 @@ import httpx2 as httpx
 import pytest
 from starlette.testclient import TestClient
 
-from flowtracker import views
-from flowtracker.bodies import MAX_NESTING, TOO_DEEP
+from flowtracker.engine.bodies import MAX_NESTING, TOO_DEEP
+from flowtracker.engine.parsing import parse_document, parse_flow, parse_line
 from flowtracker.errors import InvalidEvent, InvalidJSON, MalformedCallback
-from flowtracker.parsing import parse_document, parse_flow, parse_line
-from flowtracker.pipeline import Pipeline
+from flowtracker.ingest.pipeline import Pipeline
+from flowtracker.reads import summaries, views
 from flowtracker.settings import Settings
-from flowtracker.sqlite_store import SQLiteStore
+from flowtracker.store.sqlite.backend import SQLiteStore
 from flowtracker.web import create_app
 from tests.conftest import DOCUMENT, document_json
 from tests.server import serving
@@ -191,7 +191,9 @@ def test_every_depth_through_replay(tmp_path: Path) -> None:
                 nested(depth)
             )
         assert (
-            views.status(store, 0, stuck_age_ns=1, version="", uptime_seconds=None)["quarantined"]
+            summaries.status(store, 0, stuck_age_ns=1, version="", uptime_seconds=None)[
+                "quarantined"
+            ]
             == refused
         )
     finally:

@@ -3,7 +3,9 @@ from typing import Any
 
 import pytest
 
-from flowtracker.bodies import canonical_json, json_type
+from flowtracker.engine.bodies import canonical_json, json_type
+from flowtracker.engine.events import FLOW_FIELDS, DocumentCallback, FlowCallback
+from flowtracker.engine.parsing import parse_document, parse_flow, parse_line
 from flowtracker.errors import (
     InvalidEvent,
     InvalidForm,
@@ -11,8 +13,6 @@ from flowtracker.errors import (
     MalformedCallback,
     UnsupportedMediaType,
 )
-from flowtracker.events import FLOW_FIELDS, DocumentCallback, FlowCallback
-from flowtracker.parsing import parse_document, parse_flow, parse_line
 from tests.conftest import DOCUMENT, INSTANCE, document_form, document_json, flow, sample
 
 FORM = "application/x-www-form-urlencoded; charset=UTF-8"

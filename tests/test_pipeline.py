@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from flowtracker import views
+from flowtracker.engine.parsing import parse_document, parse_flow
+from flowtracker.engine.timestamps import format_ns
 from flowtracker.errors import StorageUnavailable, UnusableDatabase
-from flowtracker.parsing import parse_document, parse_flow
-from flowtracker.pipeline import Pipeline, Receipt
-from flowtracker.sqlite_store import SQLiteStore, SQLiteTransaction
-from flowtracker.timestamps import format_ns
+from flowtracker.ingest.interface import Receipt
+from flowtracker.ingest.pipeline import Pipeline
+from flowtracker.reads import summaries, views
+from flowtracker.store.sqlite.backend import SQLiteStore, SQLiteTransaction
 from tests.conftest import DOCUMENT, INSTANCE, Clock, at, document_form, flow
 
 FORM = "application/x-www-form-urlencoded"
@@ -224,7 +225,7 @@ def test_a_crash_inside_the_transaction_writes_nothing(
     send(pipeline, flow("cancelled", 20), flow("custom", 1))
     before = (
         views.instance(store, INSTANCE),
-        views.status(store, 0, stuck_age_ns=1, version="x", uptime_seconds=None),
+        summaries.status(store, 0, stuck_age_ns=1, version="x", uptime_seconds=None),
     )
 
     def crash(*args: object) -> None:
@@ -240,7 +241,7 @@ def test_a_crash_inside_the_transaction_writes_nothing(
     monkeypatch.undo()
     assert (
         views.instance(store, INSTANCE),
-        views.status(store, 0, stuck_age_ns=1, version="x", uptime_seconds=None),
+        summaries.status(store, 0, stuck_age_ns=1, version="x", uptime_seconds=None),
     ) == before
     assert store.subject_history("flow", OTHER) is None
 
@@ -296,8 +297,12 @@ def test_empty_batch_is_a_no_op(pipeline: Pipeline) -> None:
 def test_the_wal_is_copied_back_by_the_checkpointer_not_by_commits(db_path: Path) -> None:
     store = SQLiteStore(db_path, checkpoint_seconds=0.01)
     try:
-        assert store._writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 10_000
-        store._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the baseline, by hand
+        assert (
+            store.connections._writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 10_000
+        )
+        store.connections._writer.execute(
+            "PRAGMA wal_checkpoint(TRUNCATE)"
+        )  # the baseline, by hand
         before = db_path.stat().st_size
         pipeline = Pipeline(store)
         pipeline.ingest([parse_flow(flow("custom", n, str(uuid.UUID(int=n)))) for n in range(500)])
@@ -307,7 +312,7 @@ def test_the_wal_is_copied_back_by_the_checkpointer_not_by_commits(db_path: Path
             time.sleep(0.01)
     finally:
         store.close()
-    assert not store._checkpointer._thread.is_alive()
+    assert not store.connections._checkpointer._thread.is_alive()
 
 
 def test_an_update_assigns_indexed_columns_only_when_they_change(store: SQLiteStore) -> None:
@@ -316,7 +321,7 @@ def test_an_update_assigns_indexed_columns_only_when_they_change(store: SQLiteSt
     pipeline = Pipeline(store)
     send(pipeline, flow("custom", 5), flow("custom", 3))  # late: one anomaly
     statements: list[str] = []
-    store._writer.set_trace_callback(statements.append)
+    store.connections._writer.set_trace_callback(statements.append)
     try:
         send(pipeline, flow("custom", 7))  # same state, same anomalies
         same = [s for s in statements if s.startswith("UPDATE instances")]
@@ -327,7 +332,7 @@ def test_an_update_assigns_indexed_columns_only_when_they_change(store: SQLiteSt
         send(pipeline, flow("completed", 9))  # the state changes, the count does not
         moved = [s for s in statements if s.startswith("UPDATE instances")]
     finally:
-        store._writer.set_trace_callback(None)
+        store.connections._writer.set_trace_callback(None)
     assert len(same) == 1 and "anomalies" not in same[0] and " state" not in same[0]
     assert len(counted) == 1 and "anomalies = 2" in counted[0] and " state" not in counted[0]
     assert len(moved) == 1 and "state = 'completed'" in moved[0] and "anomalies" not in moved[0]
@@ -342,7 +347,9 @@ def test_the_last_callback_time_is_the_latest_arrival_and_survives_a_rebuild(
     pipeline: Pipeline, store: SQLiteStore, clock: Clock
 ) -> None:
     def last() -> str | None:
-        return store.summary("2000-01-01T00:00:00.000000Z")["last_callback_at"]
+        return summaries.status(store, 0, stuck_age_ns=1, version="", uptime_seconds=None)[
+            "last_callback_at"
+        ]
 
     assert last() is None
     send(pipeline, flow("custom", 1))
@@ -378,10 +385,12 @@ def test_a_database_from_before_the_last_callback_counter_gets_it(
         conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm007_last_callback_counter'")
     store = SQLiteStore(db_path)
     try:
-        assert store.summary("2000-01-01T00:00:00.000000Z")["last_callback_at"] == format_ns(
-            clock.ns
-        )
-        indexes = [row[0] for row in store._writer.execute("SELECT name FROM sqlite_master")]
+        assert summaries.status(store, 0, stuck_age_ns=1, version="", uptime_seconds=None)[
+            "last_callback_at"
+        ] == format_ns(clock.ns)
+        indexes = [
+            row[0] for row in store.connections._writer.execute("SELECT name FROM sqlite_master")
+        ]
         assert not [name for name in indexes if "last_delivery_at" in name]
     finally:
         store.close()
@@ -395,7 +404,7 @@ def test_subjects_are_numbered_in_the_order_they_are_first_seen(
     pipeline.ingest([parse_flow(flow("custom", 1, instance)) for instance in order[:3]])
     send(pipeline, flow("custom", 2, order[0]), flow("custom", 1, order[3]))
     send(pipeline, flow("custom", 1, order[4]), flow("custom", 3, order[1]))
-    conn = store._writer
+    conn = store.connections._writer
     assert [r[0] for r in conn.execute("SELECT id FROM instances ORDER BY seq")] == order
     assert [r[0] for r in conn.execute("SELECT seq FROM instances ORDER BY seq")] == [1, 2, 3, 4, 5]
     keys = conn.execute(
@@ -440,7 +449,9 @@ def test_a_database_from_before_the_event_keys_gets_them(db_path: Path, clock: C
         assert (late.outcome, late.out_of_order, late.state) == ("applied", True, "completed")
         new = str(uuid.UUID(int=3))
         assert [r.outcome for r in send(pipeline, flow("custom", 1, new))] == ["applied"]
-        seqs = store._writer.execute("SELECT id, seq FROM instances ORDER BY seq").fetchall()
+        seqs = store.connections._writer.execute(
+            "SELECT id, seq FROM instances ORDER BY seq"
+        ).fetchall()
         assert [seq for _, seq in seqs] == [1, 2, 3] and seqs[-1][0] == new
         assert len(views.instance(store, INSTANCE)["events"]) == 3
     finally:

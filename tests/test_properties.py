@@ -13,12 +13,12 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowtracker import views
-from flowtracker.events import FLOW_FIELDS, Callback
-from flowtracker.lifecycles import DOCUMENT_STATES
-from flowtracker.parsing import parse_line
-from flowtracker.pipeline import Pipeline
-from flowtracker.sqlite_store import SQLiteStore
+from flowtracker.engine.events import FLOW_FIELDS, Callback
+from flowtracker.engine.lifecycles import DOCUMENT_STATES
+from flowtracker.engine.parsing import parse_line
+from flowtracker.ingest.pipeline import Pipeline
+from flowtracker.reads import views
+from flowtracker.store.sqlite.backend import SQLiteStore
 from tests.conftest import DOCUMENT, INSTANCE, Clock, at, document_json, flow
 from tests.test_lifecycles import expected_document, expected_flow
 
@@ -88,10 +88,10 @@ def ingest(batches: list[list[bytes]]) -> tuple[dict[str, Any], int]:
             pipeline = Pipeline(store, Clock())
             for batch in batches:
                 pipeline.ingest([parse_line(body) for body in batch])
-            kept = store.summary("0")  # the counters the batches kept up to date
+            kept = store.totals("0")  # the counters the batches kept up to date
             with store.transaction() as tx:
                 tx.recount()
-            assert kept == store.summary("0")
+            assert kept == store.totals("0")
             return _subjects(store), _totals(store)
         finally:
             store.close()
@@ -121,7 +121,7 @@ def _totals(store: SQLiteStore) -> int:
     total = 0
     for kind, subject in (("flow", INSTANCE), ("flow", OTHER), ("document", DOCUMENT)):
         found = store.subject_history(kind, subject)  # type: ignore[arg-type]
-        total += sum(event["deliveries"] for event in found[1]) if found else 0
+        total += sum(event.deliveries for event in found[1]) if found else 0
     return total
 
 

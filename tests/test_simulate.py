@@ -15,19 +15,27 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowtracker import lifecycles, sender, views
-from flowtracker.delivery import late, plan
+from flowtracker.engine import lifecycles
+from flowtracker.engine.events import FLOW_FIELDS
+from flowtracker.engine.parsing import parse_document, parse_flow
 from flowtracker.errors import NotFound
-from flowtracker.events import FLOW_FIELDS
-from flowtracker.link import SimulationError, Target
-from flowtracker.parsing import parse_document, parse_flow
-from flowtracker.pipeline import Pipeline
-from flowtracker.scenarios import scenario
-from flowtracker.scrive import timestamp
-from flowtracker.sender import Ledger, Outbox, send
-from flowtracker.simulate import differences
-from flowtracker.sqlite_store import SQLiteStore
-from flowtracker.traffic import DOCUMENT_STATES, FLOW_STATES, FLOW_TYPES, Callback, Subject
+from flowtracker.ingest.pipeline import Pipeline
+from flowtracker.reads import views
+from flowtracker.scrive import sender
+from flowtracker.scrive.link import SimulationError, Target
+from flowtracker.scrive.payloads import timestamp
+from flowtracker.scrive.scenarios import scenario
+from flowtracker.scrive.schedule import late, plan
+from flowtracker.scrive.sender import Ledger, Outbox, send
+from flowtracker.scrive.simulate import differences
+from flowtracker.scrive.traffic import (
+    DOCUMENT_STATES,
+    FLOW_STATES,
+    FLOW_TYPES,
+    SimCallback,
+    SimSubject,
+)
+from flowtracker.store.sqlite.backend import SQLiteStore
 from tests.conftest import Clock
 from tests.server import free_port, serving
 from tests.test_lifecycles import expected_document, expected_flow
@@ -36,13 +44,15 @@ ROOT = Path(__file__).resolve().parent.parent
 SUBJECTS = scenario(1, 200)
 
 
-def parse(c: Callback) -> Any:
+def parse(c: SimCallback) -> Any:
     return (parse_flow if c.kind == "flow" else parse_document)(c.body, c.content_type)
 
 
-def instances_with_documents(subjects: list[Subject]) -> list[tuple[Subject, list[Subject]]]:
+def instances_with_documents(
+    subjects: list[SimSubject],
+) -> list[tuple[SimSubject, list[SimSubject]]]:
     """Each flow instance with the documents that follow it in the scenario."""
-    groups: list[tuple[Subject, list[Subject]]] = []
+    groups: list[tuple[SimSubject, list[SimSubject]]] = []
     for subject in subjects:
         if subject.kind == "flow":
             groups.append((subject, []))
@@ -235,7 +245,7 @@ def test_a_bad_url_is_refused(url: str, message: str) -> None:
 # The check, against the engine in process
 
 
-def ingest(subjects: list[Subject], arrivals: list[Callback]) -> tuple[list[Any], Ledger]:
+def ingest(subjects: list[SimSubject], arrivals: list[SimCallback]) -> tuple[list[Any], Ledger]:
     """Feed callbacks one by one to a fresh pipeline, as one connection would: each
     subject as the read API shows it (None if unknown), and the ledger of the answers."""
     ledger = Ledger()
@@ -251,7 +261,7 @@ def ingest(subjects: list[Subject], arrivals: list[Callback]) -> tuple[list[Any]
             store.close()
 
 
-def read(store: SQLiteStore, subject: Subject) -> Any:
+def read(store: SQLiteStore, subject: SimSubject) -> Any:
     try:
         return (views.instance if subject.kind == "flow" else views.document)(store, subject.id)
     except NotFound:

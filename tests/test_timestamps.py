@@ -1,6 +1,6 @@
 import pytest
 
-from flowtracker.timestamps import TimestampError, format_ns, parse_timestamp
+from flowtracker.engine.timestamps import TimestampError, format_ns, parse_timestamp
 
 EPOCH_2021_03_10_16_40_17 = 1_615_394_417 * 1_000_000_000
 RANGE = (

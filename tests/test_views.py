@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from flowtracker import views
+from flowtracker.engine.parsing import parse_document, parse_flow
 from flowtracker.errors import InvalidQuery, NotFound
-from flowtracker.parsing import parse_document, parse_flow
-from flowtracker.pipeline import Pipeline
-from flowtracker.sqlite_store import SQLiteStore
-from flowtracker.storage import Quarantined, SubjectFilter
+from flowtracker.ingest.pipeline import Pipeline
+from flowtracker.reads import summaries, views
+from flowtracker.store.protocol import Quarantined, SubjectFilter
+from flowtracker.store.sqlite.backend import SQLiteStore
 from tests.conftest import DOCUMENT, INSTANCE, T0, Clock, at, document_form, flow
 
 DAY = 86_400
@@ -157,9 +157,9 @@ def test_every_list_filter_reads_an_index(
     store: SQLiteStore, where: SubjectFilter, index: str
 ) -> None:
     statements: list[str] = []
-    conn = store._new_reader()
+    conn = store.connections._new_reader()
     conn.set_trace_callback(statements.append)
-    store._idle_readers.put(conn)
+    store.connections._idle_readers.put(conn)
     views.instances(store, where, views.Page(2))
     (sql,) = [s for s in statements if s.startswith("SELECT * FROM instances")]
     plan = " / ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
@@ -185,7 +185,7 @@ def test_filters(
 
 
 def test_status_counts_stuck_instances(seven: Pipeline, store: SQLiteStore) -> None:
-    status = views.status(store, T0, stuck_age_ns=WEEK, version="1", uptime_seconds=2.5)
+    status = summaries.status(store, T0, stuck_age_ns=WEEK, version="1", uptime_seconds=2.5)
     assert (status["stuck"], status["instances"]["in_progress"], status["uptime_seconds"]) == (
         2,
         3,

@@ -20,22 +20,21 @@ import httpx2 as httpx
 import pytest
 
 from flowtracker import errors
-from flowtracker import writer as writer_module
 from flowtracker.errors import InvalidEvent, PayloadTooLarge, StorageUnavailable
-from flowtracker.intake import Delivery
-from flowtracker.pipeline import Receipt
-from flowtracker.remote_intake import RemoteIntake
+from flowtracker.ingest import writer as writer_module
+from flowtracker.ingest.interface import CallbackRequest, Receipt
+from flowtracker.ingest.remote_intake import RemoteIntake
+from flowtracker.ingest.wire import receipt_fields, request_fields
+from flowtracker.ingest.writer import WriterProcess, _remove_stale_directories
 from flowtracker.settings import Settings
-from flowtracker.wire import delivery_fields, receipt_fields
-from flowtracker.writer import WriterProcess, _remove_stale_directories
 from tests.conftest import INSTANCE, flow
 from tests.server import serving
 
 JSON = "application/json"
 
 
-def delivery(body: bytes, cut_short: errors.MalformedCallback | None = None) -> Delivery:
-    return Delivery("flow", body, JSON, "POST /callbacks/flow", cut_short)
+def delivery(body: bytes, cut_short: errors.MalformedCallback | None = None) -> CallbackRequest:
+    return CallbackRequest("flow", body, JSON, "POST /callbacks/flow", cut_short)
 
 
 def test_every_error_crosses_the_socket_as_it_was() -> None:
@@ -152,7 +151,7 @@ def test_a_writer_that_dies_is_started_again(writer: WriterProcess, db_path: Pat
 def test_a_request_that_trips_a_bug_fails_alone(writer: WriterProcess) -> None:
     async def scenario() -> list[str]:
         intake = RemoteIntake(writer.socket_path)
-        bogus = Delivery("bogus", b"{}", JSON, "POST /callbacks/bogus")  # type: ignore[arg-type]
+        bogus = CallbackRequest("bogus", b"{}", JSON, "POST /callbacks/bogus")  # type: ignore[arg-type]
         answers = await asyncio.gather(
             intake.take(delivery(flow("custom", 1))),
             intake.take(bogus),
@@ -295,8 +294,12 @@ def test_socket_directories_of_killed_serves_are_removed(tmp_path: Path) -> None
 
 def test_messages_keep_every_field_in_its_place() -> None:
     error = PayloadTooLarge("too big", {"limit": 5})
-    sent = Delivery("document", b"body", "application/x-www-form-urlencoded", "POST /x", error)
-    assert Delivery(*pickle.loads(pickle.dumps(delivery_fields(sent)))).__repr__() == repr(sent)
+    sent = CallbackRequest(
+        "document", b"body", "application/x-www-form-urlencoded", "POST /x", error
+    )
+    assert CallbackRequest(*pickle.loads(pickle.dumps(request_fields(sent)))).__repr__() == repr(
+        sent
+    )
     receipt = Receipt("illegal", True, "instance already closed", "flow", "id-1", "closed")
     assert Receipt(*pickle.loads(pickle.dumps(receipt_fields(receipt)))) == receipt
 

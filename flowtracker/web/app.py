@@ -18,27 +18,28 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp
 
-from ..errors import (
+from flowtracker.errors import (
     FlowtrackerError,
     NotFound,
 )
-from ..intake import Intake, LocalIntake
-from ..logs import lighten
-from ..metrics import StoreCollector, request_latency
-from ..pipeline import Pipeline
-from ..remote_intake import RemoteIntake
-from ..settings import Settings
-from ..sqlite_store import SQLiteStore
-from ..wire import WRITER_SOCKET
-from . import callbacks, dashboard, metrics, reads, session
-from .auth import RedactTokens
-from .guard import HEAD_LIMITS, HeadLimits
-from .openapi import openapi_document
-from .responses import error_response, internal_error, not_allowed
-from .runtime import Runtime
-from .templating import templates
+from flowtracker.ingest.intake import LocalIntake
+from flowtracker.ingest.interface import Intake
+from flowtracker.ingest.pipeline import Pipeline
+from flowtracker.ingest.remote_intake import RemoteIntake
+from flowtracker.ingest.wire import WRITER_SOCKET
+from flowtracker.logs import lighten
+from flowtracker.reads.metrics import StoreCollector, request_latency
+from flowtracker.settings import Settings
+from flowtracker.store.sqlite.backend import SQLiteStore
+from flowtracker.web import callbacks, dashboard, reads, session
+from flowtracker.web.auth import RedactTokens
+from flowtracker.web.guard import HEAD_LIMITS, HeadLimits
+from flowtracker.web.latency import LatencySeries, RequestTimer
+from flowtracker.web.openapi import openapi_document
+from flowtracker.web.responses import error_response, internal_error, not_allowed
+from flowtracker.web.runtime import Runtime
+from flowtracker.web.templating import templates
 
 log = logging.getLogger("flowtracker")
 SUPERVISOR = "FLOWTRACKER_SUPERVISOR_PID"  # set by `serve --workers N` for its workers
@@ -103,16 +104,20 @@ def create_app(
         Route("/anomalies", reads.anomalies, methods=["GET"]),
         Route("/quarantine", reads.quarantine, methods=["GET"]),
         Route("/healthz", reads.healthz, methods=["GET"]),
-        Route("/metrics", metrics.metrics, methods=["GET"]),
+        Route("/metrics", reads.metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *_dashboard_routes(),
     ]
-    latency = metrics.LatencySeries(request_latency(registry))
-    app = _Service(
-        latency,
+    latency = LatencySeries(request_latency(registry))
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(metrics.RequestTimer, latency=latency)],
+        middleware=[
+            # The hot path first, in front of the rest: it answers the callback routes
+            # itself, and times them as the timer times every other request.
+            Middleware(callbacks.CallbackEndpoints, latency=latency),
+            Middleware(RequestTimer, latency=latency),
+        ],
         exception_handlers={
             FlowtrackerError: _error,
             HTTPException: _http_error,
@@ -123,17 +128,6 @@ def create_app(
     app.router.redirect_slashes = False
     app.state.templates = templates()
     return app
-
-
-class _Service(Starlette):
-    """Starlette, with the callback endpoints in front of its middleware and router."""
-
-    def __init__(self, latency: metrics.LatencySeries, **options: Any) -> None:
-        super().__init__(**options)
-        self.latency = latency
-
-    def build_middleware_stack(self) -> ASGIApp:
-        return callbacks.CallbackEndpoints(super().build_middleware_stack(), self.latency)
 
 
 def _dashboard_routes() -> list[Route | Mount]:

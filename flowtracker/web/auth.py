@@ -12,7 +12,7 @@ from urllib.parse import unquote_plus
 
 from starlette.requests import HTTPConnection
 
-from ..errors import Unauthorized
+from flowtracker.errors import Unauthorized
 
 # A value runs to the next & (the query parser keeps a ; in it, so the token would too).
 _PARAMETER = re.compile(r"([?&;])([^=&;\s]*)=[^&\s]*")

@@ -7,7 +7,7 @@ import asyncio
 
 from starlette.requests import Request
 
-from ..errors import MalformedCallback, PayloadTooLarge, RequestTimeout
+from flowtracker.errors import MalformedCallback, PayloadTooLarge, RequestTimeout
 
 
 async def read_body(

@@ -1,14 +1,14 @@
 """The callback endpoints, `POST /callbacks/flow` and `POST /callbacks/document`:
 authenticate, read the body within the limit, hand it to the intake, answer.
 
-The intake parses and stores (`flowtracker.intake`). A well-formed callback is answered
+The intake parses and stores (`flowtracker.ingest`). A well-formed callback is answered
 200 with its receipt only after the transaction that holds it has committed. A malformed
 one is quarantined, then answered with its error. Each callback, taken or refused, makes
 one line on the `flowtracker.callbacks` logger.
 
-They are the service's hot path, so they run as plain ASGI in front of Starlette's
-middleware and router (`CallbackEndpoints`). In-process, with no storage, that took a
-callback from about 43 to 23 µs, against 20 µs for bare Starlette
+They are the service's hot path, so they run as plain ASGI middleware in front of the
+rest of Starlette's middleware and its router (`CallbackEndpoints`). In-process, with no
+storage, that took a callback from about 43 to 23 µs, against 20 µs for bare Starlette
 (scripts/bench_route.py). Errors are answered as everywhere else
 (`responses.error_response`), and the latency histogram counts them as Starlette's
 routes are counted.
@@ -24,15 +24,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..errors import FlowtrackerError, MalformedCallback
-from ..events import Kind
-from ..intake import Delivery
-from ..pipeline import Receipt
-from .auth import require_callback_token
-from .body import read_body
-from .metrics import LatencySeries
-from .responses import error_response, internal_error, not_allowed
-from .runtime import runtime
+from flowtracker.engine.events import Kind
+from flowtracker.errors import FlowtrackerError, MalformedCallback
+from flowtracker.ingest.interface import CallbackRequest, Receipt
+from flowtracker.web.auth import require_callback_token
+from flowtracker.web.body import read_body
+from flowtracker.web.latency import LatencySeries
+from flowtracker.web.responses import error_response, internal_error, not_allowed
+from flowtracker.web.runtime import runtime
 
 ROUTES: dict[str, Kind] = {"/callbacks/flow": "flow", "/callbacks/document": "document"}
 
@@ -104,7 +103,9 @@ async def _take(request: Request, kind: Kind, route: str) -> Receipt:
         request, run.settings.max_body, run.settings.body_timeout_seconds
     )
     content_type = request.headers.get("content-type", "")
-    return await run.intake.take(Delivery(kind, body, content_type, f"POST {route}", cut_short))
+    return await run.intake.take(
+        CallbackRequest(kind, body, content_type, f"POST {route}", cut_short)
+    )
 
 
 def _log_taken(receipt: Receipt, seconds: float) -> None:

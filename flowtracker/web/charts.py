@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..timestamps import format_ns
+from flowtracker.engine.timestamps import format_ns
 
 MINUTES = 60
 WIDTH, HEIGHT = 600, 64

@@ -19,17 +19,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from .. import __version__, views
-from ..diagram import layout
-from ..errors import FlowtrackerError, NotFound
-from ..events import Kind
-from ..lifecycles import DOCUMENT, DOCUMENT_NEW, DOCUMENT_STATES, FLOW, FLOW_STATES
-from ..timestamps import format_ns
-from .charts import first_minute, sparkline
-from .reads import list_query
-from .runtime import Runtime
-from .session import signed_in, signed_in_json
-from .templating import HEADERS, path_part, render
+from flowtracker import __version__
+from flowtracker.engine.events import Kind
+from flowtracker.engine.lifecycles import DOCUMENT, DOCUMENT_NEW, DOCUMENT_STATES, FLOW, FLOW_STATES
+from flowtracker.engine.timestamps import format_ns
+from flowtracker.errors import FlowtrackerError, NotFound
+from flowtracker.reads import summaries, views
+from flowtracker.reads.diagram import layout
+from flowtracker.web.charts import first_minute, sparkline
+from flowtracker.web.reads import list_query
+from flowtracker.web.runtime import Runtime
+from flowtracker.web.session import signed_in, signed_in_json
+from flowtracker.web.templating import HEADERS, path_part, render
 
 OVERVIEW_ROWS = 10  # stuck instances and anomalies on the overview
 QUARANTINE_PAGE = 20
@@ -59,7 +60,7 @@ def _overview(run: Runtime) -> dict[str, Any]:
     pulse = run.store.pulse()  # before the reads: a change between shows as news
     now = time.time_ns()
     age_ns = run.settings.stuck_age_seconds * 1_000_000_000
-    status = views.status(
+    status = summaries.status(
         run.store, now, stuck_age_ns=age_ns, version=__version__, uptime_seconds=None
     )
     found = views.anomalies(run.store, OVERVIEW_ROWS, body_limit=0)

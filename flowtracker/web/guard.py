@@ -22,7 +22,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ..errors import FlowtrackerError, RequestHeadersTooLarge, RequestTimeout
+from flowtracker.errors import FlowtrackerError, RequestHeadersTooLarge, RequestTimeout
 
 HEAD_LIMITS = "flowtracker.head_limits"  # the key of the lifespan state
 PROTOCOL = "flowtracker.web.guard:GuardedHttpTools"  # for uvicorn's `http` option

@@ -3,10 +3,10 @@ the service does (served at /openapi.json). The bodies are in `openapi_schemas`.
 
 from __future__ import annotations
 
-from .. import __version__
-from ..lifecycles import DOCUMENT_NEW, DOCUMENT_STATES, FLOW_STATES
-from ..views import MAX_LIMIT
-from .openapi_schemas import JSON, ref, schemas
+from flowtracker import __version__
+from flowtracker.engine.lifecycles import DOCUMENT_NEW, DOCUMENT_STATES, FLOW_STATES
+from flowtracker.reads.views import MAX_LIMIT
+from flowtracker.web.openapi_schemas import JSON, ref, schemas
 
 
 def _json_response(description: str, schema: JSON) -> JSON:

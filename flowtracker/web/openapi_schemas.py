@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..lifecycles import FLOW_STATES
+from flowtracker.engine.lifecycles import FLOW_STATES
 
 JSON = dict[str, Any]
 NULLABLE_STRING: JSON = {"type": ["string", "null"]}

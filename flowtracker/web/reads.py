@@ -1,4 +1,5 @@
-"""The read endpoints: JSON from `views`, the same the CLI prints with --json."""
+"""The read endpoints: JSON from the read models (`reads`), the same the CLI prints with
+--json, and `/metrics`."""
 
 from __future__ import annotations
 
@@ -6,18 +7,22 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from prometheus_client import generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
-from .. import __version__, views
-from ..errors import InvalidQuery, StorageUnavailable
-from ..lifecycles import DOCUMENT_NEW, DOCUMENT_STATES, FLOW_STATES
-from ..storage import SubjectFilter
-from .auth import require_read_token
-from .runtime import Runtime, runtime
+from flowtracker import __version__
+from flowtracker.engine.lifecycles import DOCUMENT_NEW, DOCUMENT_STATES, FLOW_STATES
+from flowtracker.errors import InvalidQuery, StorageUnavailable
+from flowtracker.reads import summaries, views
+from flowtracker.store.protocol import SubjectFilter
+from flowtracker.web.auth import require_read_token
+from flowtracker.web.runtime import Runtime, runtime
 
 _BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+# The classic text format: what every Prometheus version reads.
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 async def instance(request: Request) -> JSONResponse:
@@ -45,7 +50,7 @@ async def documents(request: Request) -> JSONResponse:
 async def status(request: Request) -> JSONResponse:
     run = _reader(request)
     return await _json(
-        views.status,
+        summaries.status,
         run.store,
         time.time_ns(),
         stuck_age_ns=run.settings.stuck_age_seconds * 1_000_000_000,
@@ -62,6 +67,13 @@ async def anomalies(request: Request) -> JSONResponse:
 async def quarantine(request: Request) -> JSONResponse:
     run = _reader(request)
     return await _json(views.quarantine, run.store, _page(request))
+
+
+async def metrics(request: Request) -> Response:
+    """The app's registry in Prometheus text format; needs the read token when one is set."""
+    run = _reader(request)
+    body = await run_in_threadpool(generate_latest, run.registry)
+    return Response(body, media_type=PROMETHEUS_TEXT)
 
 
 async def healthz(request: Request) -> JSONResponse:

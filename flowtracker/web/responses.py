@@ -7,7 +7,7 @@ import logging
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 
-from ..errors import (
+from flowtracker.errors import (
     FlowtrackerError,
     MethodNotAllowed,
     PayloadTooLarge,

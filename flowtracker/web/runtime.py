@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 from starlette.requests import HTTPConnection
 
-from ..intake import Intake
-from ..settings import Settings
-from ..storage import Store
+from flowtracker.ingest.interface import Intake
+from flowtracker.settings import Settings
+from flowtracker.store.protocol import Store
 
 
 @dataclass(frozen=True)

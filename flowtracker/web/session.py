@@ -9,11 +9,17 @@ from urllib.parse import parse_qs, quote
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from ..errors import Unauthorized
-from .auth import SESSION_COOKIE, SESSION_SECONDS, is_read_token, may_read, session_cookie
-from .body import read_body
-from .runtime import Runtime, runtime
-from .templating import render
+from flowtracker.errors import Unauthorized
+from flowtracker.web.auth import (
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    is_read_token,
+    may_read,
+    session_cookie,
+)
+from flowtracker.web.body import read_body
+from flowtracker.web.runtime import Runtime, runtime
+from flowtracker.web.templating import render
 
 Page = Callable[[Request, Runtime], Awaitable[Response]]
 FORM_LIMIT = 8 * 1024

@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
-from .. import __version__
-from ..timestamps import TimestampError, parse_timestamp
+from flowtracker import __version__
+from flowtracker.engine.timestamps import TimestampError, parse_timestamp
 
 # Every script and style is a file of ours: nothing inline, nothing from elsewhere.
 HEADERS = {

@@ -1,0 +1,87 @@
+"""The records the fold works on and the store keeps: verdicts, entries and subjects."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, get_args
+
+from flowtracker.engine.timestamps import canonical
+
+Outcome = Literal["applied", "illegal", "ignored"]
+OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
+# What a delivery can get: a verdict's outcome, or "duplicate" for a repeat.
+DELIVERY_OUTCOMES: Final = (*OUTCOMES, "duplicate")
+Position = tuple[int, int]
+Order = tuple[Position, str]
+
+LOWEST: Final[Order] = ((-(2**63), -(2**63)), "")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    outcome: Outcome
+    reason: str | None = None
+
+
+APPLIED: Final = Verdict("applied")
+
+
+@dataclass(slots=True, eq=False)
+class Entry:
+    """One event or snapshot of a subject, as the fold sees it.
+
+    `label` is what the lifecycle is asked about (a Flow callback type, a document status);
+    `version` the callback format version (None where callbacks have none).
+    """
+
+    key: str
+    position: Position
+    label: str
+    version: int | None
+    time_ns: int
+    out_of_order: bool
+    verdict: Verdict = APPLIED
+    shown: Mapping[str, Any] = field(default_factory=dict)
+    row_id: int | None = None  # None until it is stored
+    stored: Verdict | None = None  # the verdict in the database, for stored entries
+    changed: bool = False  # a stored entry whose verdict the last refold changed
+    source: Any = None  # the parsed callback of a new entry, for the store
+
+    @property
+    def order(self) -> Order:
+        return (self.position, self.key)
+
+
+@dataclass(slots=True, eq=False)
+class Subject:
+    """A flow instance or a document: the summary the fold keeps up to date."""
+
+    id: str
+    state: str
+    anomalies: int = 0
+    events: int = 0
+    last: Order = LOWEST  # the greatest order among its events
+    first_ns: int | None = None
+    first_at: str | None = None
+    last_ns: int | None = None
+    last_at: str | None = None
+    last_received_at: str | None = None
+    stored_state: str | None = None  # the state in the database, for stored subjects
+    stored_anomalies: int = 0  # likewise
+    shown: Mapping[str, Any] = field(default_factory=dict)  # from the last applied event
+    history: list[Entry] | None = None  # loaded only when an event lands before the last
+    fresh: list[Entry] = field(default_factory=list)  # not yet stored
+
+    def add(self, entry: Entry) -> None:
+        """Count a new entry whose verdict is decided."""
+        self.events += 1
+        self.anomalies += entry.verdict.outcome == "illegal" or entry.out_of_order
+        self.last = max(self.last, entry.order)
+        # Shown in one spelling made from the nanoseconds: the instant of two events
+        # written differently must not depend on which arrived first.
+        if self.first_ns is None or entry.time_ns < self.first_ns:
+            self.first_ns, self.first_at = entry.time_ns, canonical(entry.time_ns)
+        if self.last_ns is None or entry.time_ns > self.last_ns:
+            self.last_ns, self.last_at = entry.time_ns, canonical(entry.time_ns)
+        self.fresh.append(entry)

@@ -1,0 +1,195 @@
+"""The ingest pipeline: deduplicate, fold through the lifecycle, store, all in one transaction.
+
+Callbacks are taken in batches (one HTTP request, or a thousand replayed lines). In a
+batch, everything the fold needs is read up front (known dedup keys and the summary of
+every subject touched); an event that lands after the subject's last event is judged
+from the current state alone; one that lands earlier makes the pipeline load that
+subject's history once and refold it. The writes of the batch then go to the store
+together, and the transaction commits before any receipt is handed out.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import insort
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from flowtracker.engine.events import Callback, Kind
+from flowtracker.engine.fold import is_neutral, judge, refold
+from flowtracker.engine.lifecycles import DOCUMENT, FLOW, Lifecycle
+from flowtracker.engine.records import Entry, Subject
+from flowtracker.engine.timestamps import format_ns
+from flowtracker.ingest.interface import Receipt
+from flowtracker.store.protocol import Store, Transaction
+
+LIFECYCLES: dict[Kind, Lifecycle] = {"flow": FLOW, "document": DOCUMENT}
+
+
+class Pipeline:
+    """Turns parsed callbacks into stored events and states; the only writer of both."""
+
+    def __init__(self, store: Store, clock: Callable[[], int] = time.time_ns) -> None:
+        self.store = store
+        self.clock = clock
+
+    def ingest(self, callbacks: Sequence[Callback]) -> list[Receipt]:
+        """Store a batch of callbacks in one transaction; a receipt for each, in order."""
+        if not callbacks:
+            return []
+        with self.store.transaction() as tx:
+            batch = _Batch(tx, self.clock(), callbacks)
+            receipts = [batch.take(callback) for callback in callbacks]
+            batch.write(receipts)
+        return receipts
+
+    def rebuild(self, page: int = 500) -> dict[str, int]:
+        """Refold every subject from its stored events; counts of what changed."""
+        counts = {"subjects": 0, "events": 0, "changed_outcomes": 0, "changed_states": 0}
+        for kind, lifecycle in LIFECYCLES.items():
+            after = ""
+            while ids := self.store.subject_ids(kind, after, page):
+                with self.store.transaction() as tx:
+                    _rebuild_page(tx, kind, lifecycle, ids, counts)
+                after = ids[-1]
+        with self.store.transaction() as tx:
+            tx.recount()
+        return counts
+
+
+class _Batch:
+    """The working set of one ingest transaction."""
+
+    def __init__(self, tx: Transaction, now_ns: int, callbacks: Sequence[Callback]) -> None:
+        self.tx, self.now_ns, self.now = tx, now_ns, format_ns(now_ns)
+        self.known: dict[Kind, dict[str, bool]] = {}
+        self.subjects: dict[Kind, dict[str, Subject]] = {}
+        self.touched: dict[Kind, dict[str, Subject]] = {"flow": {}, "document": {}}
+        self.redelivered: dict[Kind, list[Callback]] = {"flow": [], "document": []}
+        for kind in LIFECYCLES:
+            mine = [c for c in callbacks if c.kind == kind]
+            subjects = self.subjects[kind] = tx.subjects(kind, {c.subject_id for c in mine})
+            # A stored event is never above its subject's last order, so only callbacks at
+            # or below it can be repeats: in-order deliveries need no lookup.
+            self.known[kind] = tx.known_keys(kind, [
+                c for c in mine
+                if c.subject_id in subjects
+                and (c.position, c.dedup_key) <= subjects[c.subject_id].last
+            ])  # fmt: skip
+
+    def take(self, callback: Callback) -> Receipt:
+        kind, lifecycle = callback.kind, LIFECYCLES[callback.kind]
+        subject = self._subject(kind, lifecycle, callback.subject_id)
+        known = self.known[kind].get(callback.dedup_key)
+        if known is not None:
+            self.redelivered[kind].append(callback)
+            return Receipt("duplicate", known, None, kind, subject.id, subject.state)
+        entry = _entry(callback)
+        entry.out_of_order = entry.position < subject.last[0]
+        late = entry.order < subject.last
+        if not late or is_neutral(lifecycle, entry.label, entry.version):
+            # Judged from the current state: in order, or a late event whose verdict is
+            # the same in every state and which moves none (a refold would change nothing).
+            subject.state, entry.verdict = judge(
+                lifecycle, subject.state, entry.label, entry.version
+            )
+            if entry.verdict.outcome == "applied" and not late:
+                subject.shown = entry.shown
+            if subject.history is not None:
+                insort(subject.history, entry, key=_order)
+            subject.add(entry)
+        else:
+            history = self._history(kind, subject)
+            subject.add(entry)
+            insort(history, entry, key=_order)
+            refold(lifecycle, subject, history)
+        subject.last_received_at = self.now
+        self.touched[kind][subject.id] = subject
+        self.known[kind][entry.key] = entry.out_of_order
+        verdict = entry.verdict
+        return Receipt(
+            verdict.outcome, entry.out_of_order, verdict.reason, kind, subject.id, subject.state
+        )
+
+    def write(self, receipts: Sequence[Receipt]) -> None:
+        # The outcome each delivery got when it arrived: a late event may change the stored
+        # outcomes, but these only grow (Prometheus counters).
+        deltas: Counter[str] = Counter(f"arrived.{r.kind}.{r.outcome}" for r in receipts)
+        for kind in LIFECYCLES:
+            touched = list(self.touched[kind].values())
+            fresh = [entry for s in touched for entry in s.fresh]
+            changed = [e for s in touched if s.history for e in s.history if e.changed]
+            self.tx.put_subjects(kind, touched)  # first: new events need their subject's row
+            self.tx.add_entries(kind, fresh, self.now)
+            self.tx.set_verdicts(kind, changed)
+            self.tx.redeliver(kind, self.redelivered[kind], self.now)
+            # update(), not +=: a Counter sum drops the negative deltas
+            deltas.update(_deltas(kind, touched, fresh, changed, len(self.redelivered[kind])))
+        self.tx.bump(deltas)
+        self.tx.count_received(self.now_ns, len(receipts))
+
+    def _subject(self, kind: Kind, lifecycle: Lifecycle, subject_id: str) -> Subject:
+        subject = self.subjects[kind].get(subject_id)
+        if subject is None:
+            subject = self.subjects[kind][subject_id] = Subject(subject_id, lifecycle.initial)
+        return subject
+
+    def _history(self, kind: Kind, subject: Subject) -> list[Entry]:
+        if subject.history is None:
+            stored = self.tx.history(kind, subject.id)
+            subject.history = sorted([*stored, *subject.fresh], key=_order)
+        return subject.history
+
+
+def _rebuild_page(
+    tx: Transaction, kind: Kind, lifecycle: Lifecycle, ids: Sequence[str], counts: dict[str, int]
+) -> None:
+    subjects = tx.subjects(kind, set(ids))
+    for subject in subjects.values():
+        history = tx.history(kind, subject.id)
+        before = subject.state
+        refold(lifecycle, subject, history)
+        changed = [entry for entry in history if entry.changed]
+        tx.set_verdicts(kind, changed)
+        counts["subjects"] += 1
+        counts["events"] += len(history)
+        counts["changed_outcomes"] += len(changed)
+        counts["changed_states"] += subject.state != before
+    tx.put_subjects(kind, list(subjects.values()))
+
+
+def _deltas(
+    kind: Kind, touched: list[Subject], fresh: list[Entry], changed: list[Entry], repeats: int
+) -> Counter[str]:
+    """How this batch moves the counters behind /status."""
+    deltas: Counter[str] = Counter({f"{kind}.duplicate": repeats})
+    for entry in fresh:
+        deltas[f"{kind}.outcome.{entry.verdict.outcome}"] += 1
+        deltas[f"{kind}.out_of_order"] += entry.out_of_order
+    for entry in changed:
+        if entry.stored is not None and entry.stored != entry.verdict:
+            deltas[f"{kind}.outcome.{entry.stored.outcome}"] -= 1
+            deltas[f"{kind}.outcome.{entry.verdict.outcome}"] += 1
+    for subject in touched:
+        if subject.stored_state is not None:
+            deltas[f"{kind}.state.{subject.stored_state}"] -= 1
+        deltas[f"{kind}.state.{subject.state}"] += 1
+    return deltas
+
+
+def _entry(callback: Callback) -> Entry:
+    return Entry(
+        key=callback.dedup_key,
+        position=callback.position,
+        label=callback.label,
+        version=callback.format_version,
+        time_ns=callback.moment.ns,
+        out_of_order=False,
+        shown=callback.shown,
+        source=callback,
+    )
+
+
+def _order(entry: Entry) -> tuple[Any, ...]:
+    return entry.order

@@ -1,0 +1,132 @@
+"""The storage protocol: what the write path and the read models need from a database.
+
+A backend (`store/sqlite/`) implements `Store`, whose write transactions implement
+`Transaction`; reads answer the typed rows of `store.rows`. Errors of the database never
+leave a store: it raises `StorageUnavailable` (or, when it opens, `UnusableDatabase`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from flowtracker.engine.events import Callback, Kind
+from flowtracker.engine.records import Entry, Subject
+from flowtracker.store.rows import AnomalyRow, EventRow, QuarantineRow, SubjectRow, Totals
+
+
+class Transaction(Protocol):
+    """The reads and writes of one ingest transaction; all or nothing."""
+
+    def known_keys(self, kind: Kind, callbacks: Iterable[Callback]) -> dict[str, bool]:
+        """The dedup keys of these callbacks that are stored, with their `out_of_order`."""
+
+    def subjects(self, kind: Kind, ids: Iterable[str]) -> dict[str, Subject]:
+        """The stored summaries of these subjects (those that exist)."""
+
+    def history(self, kind: Kind, subject_id: str) -> list[Entry]:
+        """Every stored event of a subject, in order."""
+
+    def add_entries(self, kind: Kind, entries: Sequence[Entry], received_at: str) -> None:
+        """Store new events (each `Entry.source` holds its parsed callback)."""
+
+    def set_verdicts(self, kind: Kind, entries: Sequence[Entry]) -> None:
+        """Store the new outcome and reason of events a refold changed."""
+
+    def redeliver(self, kind: Kind, callbacks: Sequence[Callback], at: str) -> None:
+        """Count one more delivery of each callback's event (one may come several times)."""
+
+    def put_subjects(self, kind: Kind, subjects: Sequence[Subject]) -> None:
+        """Insert or replace these subject summaries."""
+
+    def bump(self, deltas: Mapping[str, int]) -> None:
+        """Add to the named counters (outcomes, states, out of order, duplicates)."""
+
+    def recount(self) -> None:
+        """Compute every counter again from the stored events and subjects."""
+
+    def count_received(self, at_ns: int, callbacks: int) -> None:
+        """Add to the callbacks taken in the minute of `at_ns`, forget those of a day ago,
+        and keep `at_ns` as the last callback's time if it is the latest."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A malformed request kept for an operator."""
+
+    body: bytes
+    content_type: str
+    error: dict[str, Any]
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectFilter:
+    """Which subjects a list shows; `received_before` selects stuck ones."""
+
+    state: str | None = None
+    anomalous: bool = False
+    received_before: str | None = None
+    id_prefix: str | None = None
+
+
+class Store(Protocol):
+    """A database holding events, subjects and the quarantine."""
+
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """A write transaction: commits on success, rolls back on any exception."""
+
+    def quarantine(self, item: Quarantined, at: str) -> None:
+        """Keep a malformed request; a body seen before only raises its count."""
+
+    def subject_ids(self, kind: Kind, after: str, limit: int) -> list[str]:
+        """Subject ids in id order, after `after` (keyset)."""
+
+    def subject_history(
+        self, kind: Kind, subject_id: str
+    ) -> tuple[SubjectRow, list[EventRow]] | None:
+        """One subject's summary and its events in order (with raw bodies), read in one
+        snapshot; None when there is no such subject."""
+
+    def list_subjects(
+        self, kind: Kind, where: SubjectFilter, after: int | None, limit: int
+    ) -> list[SubjectRow]:
+        """Subject summaries in the order they were first seen (their `seq`), after the
+        one numbered `after` (keyset)."""
+
+    def id_match(self, kind: Kind, prefix: str) -> Literal["whole", "prefix"] | None:
+        """Whether a subject has the id `prefix` ("whole"), or only one that starts so."""
+
+    def quietest(self, received_before: str, limit: int) -> list[SubjectRow]:
+        """In-progress instances with nothing received since `received_before`, the
+        longest quiet first."""
+
+    def totals(self, stuck_before: str) -> Totals:
+        """The counts per kind, outcome and state, the quarantine, the stuck instances
+        (in progress, nothing received since `stuck_before`), the last callback's time."""
+
+    def quarantined(
+        self, before: tuple[str, str] | None, limit: int, body_limit: int | None = None
+    ) -> list[QuarantineRow]:
+        """Quarantine rows, newest first, keyset-paginated on (last_seen, body_hash); the
+        body cut to `body_limit` bytes when given."""
+
+    def quarantined_body(self, body_hash: str) -> bytes | None:
+        """One kept body, whole."""
+
+    def pulse(self, subject: tuple[Kind, str] | None = None) -> str:
+        """A token that changes whenever a callback is taken or a request quarantined
+        (None), or when one subject gets a delivery."""
+
+    def anomalies(self, limit: int) -> list[AnomalyRow]:
+        """The newest illegal or out-of-order events of both kinds."""
+
+    def received_since(self, minute: str) -> dict[str, int]:
+        """Callbacks taken per minute (YYYY-MM-DDTHH:MM) from `minute` on; quiet ones absent."""
+
+    def ping(self) -> None:
+        """Raise StorageUnavailable unless the database answers and takes a write."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,104 @@
+"""The rows a store hands the read models: typed, the same from every backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flowtracker.engine.events import Kind
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectRow:
+    """A flow instance's or a document's stored summary.
+
+    The last four are a document's, from its last applied snapshot (None for flows, and
+    for a document with no applied snapshot yet).
+    """
+
+    kind: Kind
+    id: str
+    seq: int  # numbers the subjects in the order they were first seen
+    state: str
+    anomalies: int
+    events: int
+    first_event_at: str | None
+    last_event_at: str | None
+    last_received_at: str | None
+    object_version: int | None = None
+    signed_and_sealed: bool | None = None
+    title: str | None = None
+    mtime: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """One stored event or snapshot with its raw body, as it was received.
+
+    `label` is the Flow callback type or the document status; `time` its `event_created`
+    or `mtime` as written. `object_version` and `signed_and_sealed` are a snapshot's.
+    """
+
+    label: str
+    time: str
+    received_at: str
+    last_delivery_at: str
+    outcome: str
+    reason: str | None
+    out_of_order: bool
+    deliveries: int
+    body: bytes
+    content_type: str
+    object_version: int | None = None
+    signed_and_sealed: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineRow:
+    """A malformed request kept for an operator; `body` may be cut (`body_length` is the
+    whole size)."""
+
+    body_hash: str
+    body: bytes
+    body_length: int
+    content_type: str
+    error: dict[str, Any]
+    source: str
+    first_seen: str
+    last_seen: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyRow:
+    """An illegal or out-of-order event of either kind."""
+
+    kind: Kind
+    subject_id: str
+    label: str
+    at: str
+    outcome: str
+    reason: str | None
+    out_of_order: bool
+    received_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """The counts behind /status and /metrics, per kind.
+
+    `outcomes` are the events' outcomes now (a late event can change them); `arrived`
+    counts deliveries by the outcome each got when it arrived (`duplicate` included),
+    which only grow. `quarantined` counts distinct bodies, `quarantined_requests` every
+    delivery of them; `stuck` the instances in progress and quiet for the stuck age.
+    """
+
+    outcomes: dict[Kind, dict[str, int]]
+    duplicates: dict[Kind, int]
+    out_of_order: dict[Kind, int]
+    arrived: dict[Kind, dict[str, int]]
+    states: dict[Kind, dict[str, int]]
+    quarantined: int
+    quarantined_requests: int
+    stuck: int
+    last_callback_ns: int | None

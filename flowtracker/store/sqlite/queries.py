@@ -1,0 +1,193 @@
+"""The read queries on SQLite, each answering the typed rows of `store.rows`.
+
+Each takes a `Reader` (one read transaction, `Connections.reading`). Table and column
+names come from the fixed mappings of `transaction`, never from input.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Literal
+
+from flowtracker.engine.events import KINDS, Kind
+from flowtracker.store.protocol import SubjectFilter
+from flowtracker.store.rows import AnomalyRow, EventRow, QuarantineRow, SubjectRow, Totals
+from flowtracker.store.sqlite.connection import Reader
+from flowtracker.store.sqlite.schema import LAST_CALLBACK
+from flowtracker.store.sqlite.transaction import SUBJECTS, events_of
+
+_EVENT_COLUMNS: dict[Kind, str] = {
+    "flow": "e.type, e.event_created, e.received_at, e.last_delivery_at, e.outcome, e.reason, "
+    "e.out_of_order, e.deliveries, e.body, e.content_type",
+    "document": "e.status, e.mtime, e.received_at, e.last_delivery_at, e.outcome, e.reason, "
+    "e.out_of_order, e.deliveries, e.body, e.content_type, e.object_version, "
+    "e.signed_and_sealed",
+}
+_ANOMALIES = (
+    "SELECT * FROM ("
+    "SELECT 'flow' AS kind, instance_id, type, event_created, outcome, reason, out_of_order, "
+    "received_at FROM flow_events WHERE outcome = 'illegal' OR out_of_order "
+    "ORDER BY received_at DESC LIMIT ?) "
+    "UNION ALL SELECT * FROM ("
+    "SELECT 'document', document_id, status, mtime, outcome, reason, out_of_order, "
+    "received_at FROM document_snapshots WHERE outcome = 'illegal' OR out_of_order "
+    "ORDER BY received_at DESC LIMIT ?) ORDER BY received_at DESC LIMIT ?"
+)
+
+
+def subject_ids(read: Reader, kind: Kind, after: str, limit: int) -> list[str]:
+    sql = f"SELECT id FROM {SUBJECTS[kind]} WHERE id > ? ORDER BY id LIMIT ?"
+    return [row[0] for row in read(sql, (after, limit))]
+
+
+def subject_history(
+    read: Reader, kind: Kind, subject_id: str
+) -> tuple[SubjectRow, list[EventRow]] | None:
+    found = read(f"SELECT * FROM {SUBJECTS[kind]} WHERE id = ?", (subject_id,))
+    if not found:
+        return None
+    rows = read(f"SELECT {_EVENT_COLUMNS[kind]} {events_of(kind)}", (subject_id,))
+    return subject_row(kind, found[0]), [_event(row) for row in rows]
+
+
+def list_subjects(
+    read: Reader, kind: Kind, where: SubjectFilter, after: int | None, limit: int
+) -> list[SubjectRow]:
+    # In `seq` order, on an index for each filter: (state, seq), the partial index of
+    # anomalous subjects, or `seq` alone. An id prefix's range on the primary key is
+    # narrower than any of them: then the other terms stay off the indexes (SQLite's
+    # unary +) and what the range finds is sorted.
+    def term(column: str) -> str:
+        return f"+{column}" if where.id_prefix else column
+
+    clauses = [f"{term('seq')} > ?"]
+    params: list[int | str] = [after or 0]
+    if where.state is not None:
+        clauses.append(f"{term('state')} = ?")
+        params.append(where.state)
+    if where.anomalous:
+        clauses.append(f"{term('anomalies')} > 0")
+    if where.received_before is not None:
+        clauses.append(f"{term('state')} = 'in_progress' AND {term('last_received_at')} < ?")
+        params.append(where.received_before)
+    if where.id_prefix:  # a range on the primary key, not a LIKE scan
+        clauses.append("id >= ? AND id < ?")
+        params += [where.id_prefix, where.id_prefix + "\U0010ffff"]
+    sql = f"SELECT * FROM {SUBJECTS[kind]} WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?"
+    return [subject_row(kind, row) for row in read(sql, (*params, limit))]
+
+
+def id_match(read: Reader, kind: Kind, prefix: str) -> Literal["whole", "prefix"] | None:
+    # The primary key's range, in id order: the id itself comes first if it is there.
+    found = read(
+        f"SELECT id FROM {SUBJECTS[kind]} WHERE id >= ? AND id < ? ORDER BY id LIMIT 1",
+        (prefix, prefix + "\U0010ffff"),
+    )
+    if not found:
+        return None
+    return "whole" if found[0][0] == prefix else "prefix"
+
+
+def quietest(read: Reader, received_before: str, limit: int) -> list[SubjectRow]:
+    rows = read(  # the (state, last_received_at) index, in its order
+        "SELECT * FROM instances WHERE state = 'in_progress' AND last_received_at < ? "
+        "ORDER BY last_received_at LIMIT ?",
+        (received_before, limit),
+    )
+    return [subject_row("flow", row) for row in rows]
+
+
+def totals(read: Reader, stuck_before: str) -> Totals:
+    """From the counters the ingest transactions keep (`schema.RECOUNT`), not COUNT(*):
+    `flow.outcome.applied`, `document.state.closed`, `arrived.flow.duplicate`, ..."""
+    counters: dict[str, int] = {row[0]: row[1] for row in read("SELECT name, value FROM counters")}
+    stuck = read(
+        "SELECT COUNT(*) FROM instances WHERE state = 'in_progress' AND last_received_at < ?",
+        (stuck_before,),
+    )[0][0]
+    return Totals(
+        outcomes={kind: _labelled(counters, f"{kind}.outcome.") for kind in KINDS},
+        duplicates={kind: counters.get(f"{kind}.duplicate", 0) for kind in KINDS},
+        out_of_order={kind: counters.get(f"{kind}.out_of_order", 0) for kind in KINDS},
+        arrived={kind: _labelled(counters, f"arrived.{kind}.") for kind in KINDS},
+        states={kind: _labelled(counters, f"{kind}.state.") for kind in KINDS},
+        quarantined=counters.get("quarantine.rows", 0),
+        quarantined_requests=counters.get("quarantine.requests", 0),
+        stuck=stuck,
+        last_callback_ns=counters.get(LAST_CALLBACK),
+    )
+
+
+def _labelled(counters: dict[str, int], prefix: str) -> dict[str, int]:
+    """The counters named `prefix` + a label, by label; a counter back at zero is none."""
+    return {name[len(prefix) :]: n for name, n in counters.items() if name.startswith(prefix) and n}
+
+
+def quarantined(
+    read: Reader, before: tuple[str, str] | None, limit: int, body_limit: int | None
+) -> list[QuarantineRow]:
+    where = "WHERE (last_seen, body_hash) < (?, ?)" if before else ""
+    body = "body" if body_limit is None else f"substr(body, 1, {int(body_limit)})"
+    rows = read(
+        f"SELECT body_hash, {body}, length(body), content_type, error, source, first_seen, "
+        f"last_seen, count FROM quarantine {where} "
+        "ORDER BY last_seen DESC, body_hash DESC LIMIT ?",
+        (*(before or ()), limit),
+    )
+    return [
+        QuarantineRow(r[0], bytes(r[1]), r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8])
+        for r in rows
+    ]
+
+
+def quarantined_body(read: Reader, body_hash: str) -> bytes | None:
+    rows = read("SELECT body FROM quarantine WHERE body_hash = ?", (body_hash,))
+    return bytes(rows[0][0]) if rows else None
+
+
+def pulse(read: Reader, subject: tuple[Kind, str] | None) -> str:
+    if subject is None:  # counters that only grow: every delivery moves one
+        return str(read(
+            "SELECT COALESCE(SUM(value), 0) FROM counters "
+            "WHERE name GLOB 'arrived.*' OR name = 'quarantine.requests'"
+        )[0][0])  # fmt: skip
+    kind, subject_id = subject
+    n, deliveries, at = read(
+        "SELECT COUNT(*), SUM(e.deliveries), MAX(e.last_delivery_at) " + events_of(kind),
+        (subject_id,),
+    )[0]
+    return f"{n}.{deliveries or 0}.{at or ''}"
+
+
+def anomalies(read: Reader, limit: int) -> list[AnomalyRow]:
+    rows = read(_ANOMALIES, (limit, limit, limit))
+    return [AnomalyRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7]) for r in rows]
+
+
+def received_since(read: Reader, minute: str) -> dict[str, int]:
+    rows = read("SELECT minute, callbacks FROM received_per_minute WHERE minute >= ?", (minute,))
+    return {row[0]: row[1] for row in rows}
+
+
+def subject_row(kind: Kind, row: sqlite3.Row) -> SubjectRow:
+    """A row of `instances` or `documents` as a `SubjectRow`."""
+    common = (kind, row["id"], row["seq"], row["state"], row["anomalies"], row["events"],
+              row["first_event_at"], row["last_event_at"], row["last_received_at"])  # fmt: skip
+    if kind == "flow":
+        return SubjectRow(*common)
+    sealed = row["signed_and_sealed"]
+    return SubjectRow(
+        *common, row["object_version"], None if sealed is None else bool(sealed), row["title"],
+        row["mtime"],
+    )  # fmt: skip
+
+
+def _event(row: sqlite3.Row) -> EventRow:
+    # In the order of `_EVENT_COLUMNS`; a snapshot's two more at the end.
+    version = row[10] if len(row) > 10 else None
+    sealed = bool(row[11]) if len(row) > 10 else None
+    return EventRow(
+        row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7], bytes(row[8]),
+        row[9], version, sealed,
+    )  # fmt: skip

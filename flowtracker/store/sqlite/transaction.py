@@ -1,0 +1,289 @@
+"""The write transactions on SQLite: the statements of one ingest transaction (see
+`store.protocol.Transaction`), and keeping a malformed request in the quarantine.
+
+Prepared statements with bound parameters, run with `executemany`: this is the hot path.
+Table and column names come from the fixed mappings below, never from input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from flowtracker.engine.events import Callback, DocumentCallback, FlowCallback, Kind
+from flowtracker.engine.records import Entry, Subject, Verdict
+from flowtracker.engine.timestamps import format_ns
+from flowtracker.store.protocol import Quarantined
+from flowtracker.store.sqlite.schema import LAST_CALLBACK, RECOUNT
+
+SUBJECTS: dict[Kind, str] = {"flow": "instances", "document": "documents"}
+EVENTS: dict[Kind, str] = {"flow": "flow_events", "document": "document_snapshots"}
+OWNER: dict[Kind, str] = {"flow": "instance_id", "document": "document_id"}
+# Where each event is: (its subject's `seq`, its position, its dedup key) -> its row id.
+# A subject's `seq` numbers it in the order it was first seen, so the keys of new and
+# recent subjects go to the end of this table, not to random leaves (migration m008).
+KEYS: dict[Kind, str] = {"flow": "flow_event_keys", "document": "document_snapshot_keys"}
+ORDER: dict[Kind, str] = {
+    "flow": "event_ns, dedup_key",
+    "document": "object_version, mtime_ns, dedup_key",
+}
+SHOWN = ("object_version", "signed_and_sealed", "title", "mtime")  # documents only
+_SUBJECT_COLUMNS = (
+    "id", "state", "anomalies", "events", "first_event_at", "first_event_ns",
+    "last_event_at", "last_event_ns", "last_major", "last_minor", "last_key",
+    "last_received_at",
+)  # fmt: skip
+_INSERT: dict[Kind, str] = {
+    "flow": "INSERT INTO flow_events (id, dedup_key, instance_id, type, version, event_created, "
+    "event_ns, outcome, reason, out_of_order, deliveries, received_at, last_delivery_at, "
+    "body, content_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
+    "document": "INSERT INTO document_snapshots (id, dedup_key, document_id, status, "
+    "object_version, mtime, mtime_ns, signed_and_sealed, title, outcome, reason, "
+    "out_of_order, deliveries, received_at, last_delivery_at, body, content_type) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
+}
+# The `seq` of the subject with id `?`.
+_SEQ_OF: dict[Kind, str] = {
+    kind: f"(SELECT seq FROM {SUBJECTS[kind]} WHERE id = ?)" for kind in SUBJECTS
+}
+_INSERT_KEY: dict[Kind, str] = {  # from the values of `_event_key`, then the row id
+    "flow": "INSERT INTO flow_event_keys (subject_seq, event_ns, dedup_key, event_id) "
+    f"VALUES ({_SEQ_OF['flow']}, ?, ?, ?)",
+    "document": "INSERT INTO document_snapshot_keys (subject_seq, object_version, mtime_ns, "
+    f"dedup_key, event_id) VALUES ({_SEQ_OF['document']}, ?, ?, ?, ?)",
+}
+_HISTORY_COLUMNS: dict[Kind, str] = {  # of the events `e` (`events_of`)
+    "flow": "e.id, e.dedup_key, e.type, e.version, e.event_ns, e.outcome, e.reason, e.out_of_order",
+    "document": "e.id, e.dedup_key, e.status, e.object_version, e.mtime, e.mtime_ns, "
+    "e.signed_and_sealed, e.title, e.outcome, e.reason, e.out_of_order",
+}
+# The key row `k` of an event, from the values of `_event_key`.
+_KEY_IS: dict[Kind, str] = {
+    "flow": f"k.subject_seq = {_SEQ_OF['flow']} AND k.event_ns = ? AND k.dedup_key = ?",
+    "document": f"k.subject_seq = {_SEQ_OF['document']} "
+    "AND k.object_version = ? AND k.mtime_ns = ? AND k.dedup_key = ?",
+}
+_IN_CHUNK = 500  # bound parameters per IN (...) query
+
+
+class SQLiteTransaction:
+    """Reads and writes inside one open `BEGIN IMMEDIATE` transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def known_keys(self, kind: Kind, callbacks: Iterable[Callback]) -> dict[str, bool]:
+        # One point lookup each on the (subject, position, key) keys: their primary key is
+        # also what keeps dedup keys unique, so no random-key index is written.
+        sql = (f"SELECT k.dedup_key, e.out_of_order FROM {KEYS[kind]} k "
+               f"JOIN {EVENTS[kind]} e ON e.id = k.event_id WHERE {_KEY_IS[kind]}")  # fmt: skip
+        found: dict[str, bool] = {}
+        for callback in callbacks:
+            row = self.conn.execute(sql, _event_key(callback)).fetchone()
+            if row is not None:
+                found[row[0]] = bool(row[1])
+        return found
+
+    def subjects(self, kind: Kind, ids: Iterable[str]) -> dict[str, Subject]:
+        rows = self._in(f"SELECT * FROM {SUBJECTS[kind]} WHERE id IN ({{}})", list(ids))
+        return {row["id"]: subject(kind, row) for row in rows}
+
+    def history(self, kind: Kind, subject_id: str) -> list[Entry]:
+        # Only the columns the fold needs: never the bodies, on the hot path.
+        sql = f"SELECT {_HISTORY_COLUMNS[kind]} {events_of(kind)}"
+        make = _flow_entry if kind == "flow" else _document_entry
+        return [make(row) for row in self.conn.execute(sql, (subject_id,))]
+
+    def add_entries(self, kind: Kind, entries: Sequence[Entry], received_at: str) -> None:
+        """After `put_subjects`: the key rows take the `seq` of each event's subject."""
+        if not entries:
+            return
+        # Row ids given here, as SQLite would (the greatest plus one), for the key rows.
+        last = self.conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {EVENTS[kind]}").fetchone()[0]
+        for row_id, entry in enumerate(entries, start=last + 1):
+            entry.row_id = row_id
+        self.conn.executemany(_INSERT[kind], [
+            (e.row_id, e.key, *_COLUMNS[kind](e.source), e.verdict.outcome, e.verdict.reason,
+             e.out_of_order, received_at, received_at, e.source.body, e.source.content_type)
+            for e in entries
+        ])  # fmt: skip
+        self.conn.executemany(
+            _INSERT_KEY[kind], [(*_event_key(e.source), e.row_id) for e in entries]
+        )
+
+    def set_verdicts(self, kind: Kind, entries: Sequence[Entry]) -> None:
+        self.conn.executemany(
+            f"UPDATE {EVENTS[kind]} SET outcome = ?, reason = ? WHERE id = ?",
+            [(e.verdict.outcome, e.verdict.reason, e.row_id) for e in entries],
+        )
+
+    def redeliver(self, kind: Kind, callbacks: Sequence[Callback], at: str) -> None:
+        self.conn.executemany(
+            f"UPDATE {EVENTS[kind]} SET deliveries = deliveries + 1, last_delivery_at = ? "
+            f"WHERE id = (SELECT k.event_id FROM {KEYS[kind]} k WHERE {_KEY_IS[kind]})",
+            [(at, *_event_key(callback)) for callback in callbacks],
+        )
+
+    def put_subjects(self, kind: Kind, subjects: Sequence[Subject]) -> None:
+        shown = SHOWN if kind == "document" else ()
+        names = (*_SUBJECT_COLUMNS, *shown)
+        rows = {s.id: (s.id, s.state, s.anomalies, s.events, s.first_at, s.first_ns, s.last_at,
+                       s.last_ns, s.last[0][0], s.last[0][1], s.last[1], s.last_received_at,
+                       *(s.shown.get(name) for name in shown)) for s in subjects}  # fmt: skip
+        # A new subject's `seq` is the next number: `KEYS` keeps its events in that order.
+        self.conn.executemany(
+            f"INSERT INTO {SUBJECTS[kind]} (seq, {', '.join(names)}) "
+            f"VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM {SUBJECTS[kind]}), "
+            f"{', '.join('?' * len(names))}) ON CONFLICT (id) DO UPDATE SET "
+            + ", ".join(f"{name} = excluded.{name}" for name in names[1:]),
+            [rows[s.id] for s in subjects if s.stored_state is None],
+        )
+        # A stored subject gets its state and anomaly count only when they change: an
+        # UPDATE that assigns a column rewrites its index entries even with the value they
+        # had, and the (state, seq) index and the partial index of anomalous subjects would
+        # each write a page per subject and commit.
+        updates: dict[tuple[bool, bool], list[Subject]] = {}
+        for s in subjects:
+            if s.stored_state is not None:
+                changed = (s.state != s.stored_state, s.anomalies != s.stored_anomalies)
+                updates.setdefault(changed, []).append(s)
+        for (state, anomalies), chosen in updates.items():
+            moved = {name for name, on in (("state", state), ("anomalies", anomalies)) if on}
+            skipped = {"id", "state", "anomalies"} - moved
+            positions = [n for n, name in enumerate(names) if name not in skipped]
+            self.conn.executemany(
+                f"UPDATE {SUBJECTS[kind]} SET "
+                + ", ".join(f"{names[n]} = ?" for n in positions)
+                + " WHERE id = ?",
+                [(*(rows[s.id][n] for n in positions), s.id) for s in chosen],
+            )
+
+    def bump(self, deltas: Mapping[str, int]) -> None:
+        self.conn.executemany(
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            [(name, delta) for name, delta in deltas.items() if delta],
+        )
+
+    def recount(self) -> None:
+        for statement in RECOUNT:
+            self.conn.execute(statement)
+
+    def count_received(self, at_ns: int, callbacks: int) -> None:
+        self.conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+            (LAST_CALLBACK, at_ns),
+        )
+        minute = format_ns(at_ns)[:16]
+        self.conn.execute(
+            "INSERT INTO received_per_minute (minute, callbacks) VALUES (?, ?) "
+            "ON CONFLICT (minute) DO UPDATE SET callbacks = callbacks + excluded.callbacks",
+            (minute, callbacks),
+        )
+        self.conn.execute(
+            "DELETE FROM received_per_minute "
+            "WHERE minute < strftime('%Y-%m-%dT%H:%M', ? || ':00', '-1 day')",
+            (minute,),
+        )
+
+    def _in(self, sql: str, values: list[str]) -> list[sqlite3.Row]:
+        rows: list[sqlite3.Row] = []
+        for start in range(0, len(values), _IN_CHUNK):
+            chunk = values[start : start + _IN_CHUNK]
+            rows += self.conn.execute(sql.format(", ".join("?" * len(chunk))), chunk).fetchall()
+        return rows
+
+
+def quarantine(conn: sqlite3.Connection, item: Quarantined, at: str) -> None:
+    """Keep a malformed request (inside an open write transaction); a body seen before
+    only raises its count and takes the latest error, content type and source."""
+    digest, error = hashlib.sha256(item.body).hexdigest(), json.dumps(item.error)
+    seen = conn.execute(
+        "UPDATE quarantine SET last_seen = ?, count = count + 1, error = ?, "
+        "content_type = ?, source = ? WHERE body_hash = ?",
+        (at, error, item.content_type, item.source, digest),
+    )
+    if seen.rowcount == 0:
+        conn.execute(
+            "INSERT INTO quarantine (body_hash, body, content_type, error, source, "
+            "first_seen, last_seen, count) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
+            (digest, item.body, item.content_type, error, item.source, at, at),
+        )
+    counted = {"quarantine.requests": 1, "quarantine.rows": int(seen.rowcount == 0)}
+    SQLiteTransaction(conn).bump(counted)
+
+
+def events_of(kind: Kind) -> str:
+    """`FROM ... WHERE ... ORDER BY ...` for the events of the subject with id `?`, as `e`,
+    in order."""
+    return (
+        f"FROM {KEYS[kind]} k JOIN {EVENTS[kind]} e ON e.id = k.event_id "
+        f"WHERE k.subject_seq = {_SEQ_OF[kind]} "
+        f"ORDER BY k.subject_seq, {', '.join('k.' + c for c in ORDER[kind].split(', '))}"
+    )
+
+
+def subject(kind: Kind, row: sqlite3.Row) -> Subject:
+    """A stored summary row as the fold's `Subject`."""
+    shown = {name: row[name] for name in SHOWN} if kind == "document" else {}
+    if shown.get("signed_and_sealed") is not None:
+        shown["signed_and_sealed"] = bool(shown["signed_and_sealed"])
+    return Subject(
+        id=row["id"], state=row["state"], anomalies=row["anomalies"], events=row["events"],
+        last=((row["last_major"], row["last_minor"]), row["last_key"]),
+        first_ns=row["first_event_ns"], first_at=row["first_event_at"],
+        last_ns=row["last_event_ns"], last_at=row["last_event_at"],
+        last_received_at=row["last_received_at"], stored_state=row["state"],
+        stored_anomalies=row["anomalies"], shown=shown,
+    )  # fmt: skip
+
+
+def _event_key(c: Callback) -> tuple[object, ...]:
+    """The values of `_KEY_IS` for a callback: where its event is, if it is stored."""
+    if isinstance(c, FlowCallback):
+        return (c.instance_id, c.event_created.ns, c.dedup_key)
+    return (c.document_id, c.object_version, c.mtime.ns, c.dedup_key)
+
+
+def _flow_columns(c: FlowCallback) -> tuple[object, ...]:
+    return (c.instance_id, c.type, c.version, c.event_created.text, c.event_created.ns)
+
+
+def _document_columns(c: DocumentCallback) -> tuple[object, ...]:
+    return (c.document_id, c.status, c.object_version, c.mtime.text, c.mtime.ns,
+            c.signed_and_sealed, c.title)  # fmt: skip
+
+
+# The kind's own columns of a new event, from its parsed callback (`Entry.source`).
+_COLUMNS: dict[Kind, Callable[[Any], tuple[object, ...]]] = {
+    "flow": _flow_columns,
+    "document": _document_columns,
+}
+
+
+def _flow_entry(row: sqlite3.Row) -> Entry:
+    return Entry(
+        key=row["dedup_key"], position=(row["event_ns"], 0), label=row["type"],
+        version=row["version"], time_ns=row["event_ns"],
+        out_of_order=bool(row["out_of_order"]), verdict=(verdict := _verdict(row)),
+        stored=verdict, row_id=row["id"],
+    )  # fmt: skip
+
+
+def _document_entry(row: sqlite3.Row) -> Entry:
+    shown = {name: row[name] for name in SHOWN}
+    shown["signed_and_sealed"] = bool(shown["signed_and_sealed"])
+    return Entry(
+        key=row["dedup_key"], position=(row["object_version"], row["mtime_ns"]),
+        label=row["status"], version=None, time_ns=row["mtime_ns"],
+        out_of_order=bool(row["out_of_order"]), verdict=(verdict := _verdict(row)),
+        stored=verdict, shown=shown, row_id=row["id"],
+    )  # fmt: skip
+
+
+def _verdict(row: sqlite3.Row) -> Verdict:
+    return Verdict(row["outcome"], row["reason"])
