@@ -43,8 +43,6 @@ class GuardedHttpTools(HttpToolsProtocol):
     _limits = HeadLimits()
     _timer: asyncio.TimerHandle | None = None
     _in_head = True  # reading a request head (or waiting for one to start)
-    _head_bytes = 0  # of this head, as the parser reported it
-    _head_count = 0
     _unparsed = 0  # bytes received while in this head
     _begun = 0  # request heads begun on this connection
 
@@ -71,25 +69,21 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head, self._head_bytes, self._head_count, self._unparsed = True, 0, 0, 0
+        self._in_head, self._unparsed = True, 0
         self._begun += 1
         if self._timer is None:  # the next request on a kept-alive connection
             self._arm()
 
-    def on_url(self, url: bytes) -> None:
-        super().on_url(url)
-        self._head_bytes += len(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        super().on_header(name, value)
-        self._head_bytes += len(name) + len(value) + 4
-        self._head_count += 1
-
     def on_headers_complete(self) -> None:
         self._disarm()
         self._in_head = False
-        limits = self._limits
-        if self._head_bytes <= limits.max_bytes and self._head_count <= limits.max_count:
+        limits, headers = self._limits, self.headers
+        # Summed once here rather than counted in a callback per header: this is the path
+        # of every request.
+        if len(headers) <= limits.max_count and (
+            len(self.url) + sum(len(name) + len(value) + 4 for name, value in headers)
+            <= limits.max_bytes
+        ):
             super().on_headers_complete()
             return
         # Answered as uvicorn answers over `--limit-concurrency`: another app this once.
