@@ -8,8 +8,12 @@ authentication, custom, terminal events; 10% delivered late) with 10% duplicate
 deliveries, sent by wrk with a Lua script when wrk is installed, else by scripts/loadgen.py
 (asyncio keep-alive connections). Every run is bounded in time and request count.
 
-Prints callbacks/s, p50/p99 latency, peak RSS of the server processes, and the ratio
-service/bare. Asserts nothing. Usage: python scripts/bench_http.py [--seconds 10]
+Prints callbacks/s, p50/p99 latency, peak RSS of the server processes, the ratio
+service/bare, and the CPU seconds each spent per 1,000 requests (from /proc, summed over
+the server's processes: uvicorn's main process and workers, the writer), which the
+machine's load changes far less than the rates. With `--against DIR` (a checkout of
+another commit with its own .venv), that service runs too, in the same runs, interleaved.
+Asserts nothing. Usage: python scripts/bench_http.py [--seconds 10] [--against DIR]
 """
 
 from __future__ import annotations
@@ -59,8 +63,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(kind: str, workers: int, directory: Path, extra: list[str]) -> Iterator[tuple[int, int]]:
+def server(
+    kind: str, workers: int, directory: Path, extra: list[str], root: Path = ROOT
+) -> Iterator[tuple[int, int]]:
     port = free_port()
+    python = sys.executable if root == ROOT else str(root / ".venv" / "bin" / "python")
     if kind == "bare":
         command = [
             sys.executable,
@@ -77,7 +84,7 @@ def server(kind: str, workers: int, directory: Path, extra: list[str]) -> Iterat
         ]
     else:
         command = [
-            sys.executable,
+            python,
             "-m",
             "flowtracker",
             "serve",
@@ -92,7 +99,7 @@ def server(kind: str, workers: int, directory: Path, extra: list[str]) -> Iterat
         ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWTRACKER_")}
     process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         deadline = time.monotonic() + 30
@@ -125,6 +132,40 @@ def memory_mb(pid: int, field: str = "VmHWM") -> float:
     return total / 1024
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def family(pid: int) -> list[int]:
+    """`pid` and its descendants (uvicorn's workers, the writer, their children)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        found.append(current)
+        frontier.extend(children.get(current, []))
+    return found
+
+
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """User + system CPU of each process of the family, by role (main, worker, writer)."""
+    roles: dict[str, float] = {}
+    for member in family(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            command = Path(f"/proc/{member}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        role = "main" if member == pid else "writer" if b"writer" in command else "worker"
+        roles[role] = roles.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / TICKS
+    return roles
+
+
 def load_wrk(port: int, bodies_file: Path, connections: int, seconds: float) -> dict[str, float]:
     script = bodies_file.with_suffix(".lua")
     script.write_text(WRK_SCRIPT)
@@ -152,9 +193,11 @@ def load_wrk(port: int, bodies_file: Path, connections: int, seconds: float) -> 
         return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
 
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "rate": rate,
+        "requests": total,
         "p50": latency("50"),
         "p99": latency("99"),
         "errors": int(non2xx.group(1)) if non2xx else 0,
@@ -170,6 +213,7 @@ def load_python(
     errors = result.errors + sum(n for status, n in result.statuses.items() if status != 200)
     return {
         "rate": result.requests / result.seconds,
+        "requests": result.requests,
         "p50": cuts[49] * 1000,
         "p99": cuts[98] * 1000,
         "errors": errors,
@@ -200,6 +244,11 @@ def main() -> None:
         default="",
         help="more flags for flowtracker serve, with =: --service-args=--no-callback-log",
     )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="a checkout of another commit (with .venv) whose service runs in the same runs",
+    )
     args = parser.parse_args()
     extra = args.service_args.split()
     tool = (
@@ -210,10 +259,14 @@ def main() -> None:
         f"load: {tool}; {len(bodies):,} Flow callbacks cycled (10% duplicates, ~10% late); "
         f"{args.seconds:g} s per run; service durability full"
         + (f"; service flags: {args.service_args}" if extra else "")
+        + (f"; against {args.against}" if args.against else "")
     )
+    kinds = [("bare", ROOT), ("service", ROOT)]
+    if args.against:
+        kinds.append(("against", args.against.resolve()))
     print(
-        f"{'workers':>7} {'conns':>5} | {'bare/s':>8} {'p50':>6} {'p99':>6} {'RSS':>5} | "
-        f"{'service/s':>9} {'p50':>6} {'p99':>6} {'RSS':>5} {'err':>4} | {'ratio':>6}"
+        f"{'':>13} {'what':>7} | {'req/s':>8} {'p50':>6} {'p99':>6} {'RSS':>5} {'err':>4} | "
+        f"{'CPU ms per 1,000 requests: all (main, workers, writer)':<40} | {'of bare':>7}"
     )
     with tempfile.TemporaryDirectory() as directory:
         bodies_file = Path(directory) / "bodies.jsonl"
@@ -221,23 +274,41 @@ def main() -> None:
         for workers in map(int, args.workers.split(",")):
             for connections in map(int, args.connections.split(",")):
                 row = {}
-                for kind in ("bare", "service"):
-                    with server(kind, workers, Path(directory), extra) as (port, pid):
+                for kind, root in kinds:
+                    mode = "bare" if kind == "bare" else "service"
+                    with server(mode, workers, Path(directory), extra, root) as (port, pid):
+                        before = cpu_seconds(pid)
                         if tool == "wrk":
                             row[kind] = load_wrk(port, bodies_file, connections, args.seconds)
                         else:
                             row[kind] = load_python(
                                 port, bodies, connections, args.seconds, args.limit
                             )
+                        after = cpu_seconds(pid)
                         row[kind]["rss"] = memory_mb(pid)
-                bare, service = row["bare"], row["service"]
-                print(
-                    f"{workers:>7} {connections:>5} | {bare['rate']:>8,.0f} "
-                    f"{bare['p50']:>5.1f}m {bare['p99']:>5.1f}m {bare['rss']:>5.0f} | "
-                    f"{service['rate']:>9,.0f} {service['p50']:>5.1f}m "
-                    f"{service['p99']:>5.1f}m {service['rss']:>5.0f} "
-                    f"{service['errors']:>4.0f} | {service['rate'] / bare['rate']:>6.1%}"
-                )
+                        per = 1_000_000 / max(1, row[kind]["requests"])  # ms per 1,000
+                        row[kind]["cpu"] = {
+                            role: (after[role] - before.get(role, 0.0)) * per for role in after
+                        }
+                bare = row["bare"]
+                for kind, _ in kinds:
+                    found = row[kind]
+                    cpu = found["cpu"]
+                    parts = ", ".join(
+                        f"{cpu.get(role, 0):.0f}" for role in ("main", "worker", "writer")
+                    )
+                    shown = f"{sum(cpu.values()):>5.0f} ({parts})"
+                    ratio = (
+                        f"rate {found['rate'] / bare['rate']:.1%}, CPU "
+                        f"{sum(cpu.values()) / max(1e-9, sum(bare['cpu'].values())):.1f}x"
+                        if kind != "bare"
+                        else ""
+                    )
+                    print(
+                        f"{workers:>3} w {connections:>3} c {kind:>7} | {found['rate']:>8,.0f} "
+                        f"{found['p50']:>5.1f}m {found['p99']:>5.1f}m {found['rss']:>5.0f} "
+                        f"{found['errors']:>4.0f} | {shown:<40} | {ratio}"
+                    )
     print("latencies in ms; RSS = peak MB of the server processes; err = non-200 answers")
 
 

@@ -30,9 +30,18 @@ def test_bench_http_prints_its_figures() -> None:
     out = run("scripts/bench_http.py", "--seconds", "1", "--workers", "1", "--connections",
               "2", "--tool", "python")  # fmt: skip
     rows = out.splitlines()
-    assert rows[1].split() == ["workers", "conns", "|", "bare/s", "p50", "p99", "RSS", "|",
-                               "service/s", "p50", "p99", "RSS", "err", "|", "ratio"]  # fmt: skip
-    assert rows[2].split()[:2] == ["1", "2"] and rows[2].split()[-3] == "0"  # no errors
+    assert rows[1].split("|")[0].split() == ["what"]
+    assert [row.split("|")[0].split()[-1] for row in rows[2:4]] == ["bare", "service"]
+    assert [row.split("|")[1].split()[-1] for row in rows[2:4]] == ["0", "0"]  # no errors
+    assert "CPU" in rows[3].split("|")[3]  # the service's CPU against bare's
+
+
+def test_bench_stages_prints_each_stage() -> None:
+    out = run("scripts/bench_stages.py", "--callbacks", "300", "--warm", "300")
+    stages = [line.split()[:2] for line in out.splitlines()[1:]]
+    assert [stage for process, stage in stages if process == "writer"] == [
+        "wire", "parse", "reads", "fold", "writes", "commit", "total",
+    ]  # fmt: skip
 
 
 def test_make_demo_is_deterministic(tmp_path: Path) -> None:
