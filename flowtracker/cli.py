@@ -21,7 +21,7 @@ from flowtracker.reads.text import clip, document_text, instance_text, summary_t
 from flowtracker.scrive.cli import simulate_command
 from flowtracker.settings import Settings, SettingsError
 from flowtracker.store.sqlite.backend import SQLiteStore
-from flowtracker.store.sqlite.connection import Access, needed_migrations
+from flowtracker.store.sqlite.connection import Access
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -82,9 +82,11 @@ main.add_command(simulate_command)
 )
 @click.option("--no-access-log", is_flag=True, help="Silence uvicorn's access log only.")
 @click.option(
-    "--no-callback-log",
-    is_flag=True,
-    help="Log only refused callbacks (quarantined, rejected), not a line for every one.",
+    "--callback-log/--no-callback-log",
+    default=False,
+    show_default=True,
+    help="A log line for every callback taken. Refused ones (quarantined, rejected) are "
+    "logged either way; /metrics counts every outcome.",
 )
 @click.option(
     "--log-format",
@@ -110,7 +112,7 @@ def serve(
     limit_concurrency: int,
     durability: str | None,
     no_access_log: bool,
-    no_callback_log: bool,
+    callback_log: bool,
     log_format: str | None,
     writer_mode: str,
 ) -> None:
@@ -134,7 +136,7 @@ def serve(
         workers=workers,
         limit_concurrency=limit_concurrency,
         access_log=not no_access_log,
-        callback_log=not no_callback_log,
+        callback_log=callback_log,
         writer_process=writer_mode == "process",
     )
     try:
@@ -257,12 +259,14 @@ def migrate(db_path: str) -> None:
     """
     try:
         settings = Settings.from_env(os.environ, db_path=db_path)
-        needed = needed_migrations(settings.db_path)
-        SQLiteStore(settings.db_path, busy_timeout_ms=settings.busy_timeout_ms).close()
+        store = SQLiteStore(settings.db_path, busy_timeout_ms=settings.busy_timeout_ms)
     except (SettingsError, FlowtrackerError) as error:
         raise click.ClickException(str(error)) from None
-    if needed:
-        click.echo(f"{db_path}: applied {len(needed)} migrations ({', '.join(needed)})")
+    applied = store.connections.applied
+    store.close()
+    if applied:
+        noun = "migration" if len(applied) == 1 else "migrations"
+        click.echo(f"{db_path}: applied {len(applied)} {noun} ({', '.join(applied)})")
     else:
         click.echo(f"{db_path}: already up to date")
 
@@ -310,6 +314,12 @@ def _opened(db_path: str, access: Access = "read") -> Iterator[tuple[Settings, S
             durability=settings.durability,
             busy_timeout_ms=settings.busy_timeout_ms,
         )
+        if store.connections.pending:
+            click.echo(
+                f"note: {db_path} lacks migrations ({', '.join(store.connections.pending)}); "
+                "it reads as it is, and `flowtracker migrate` brings it up to date",
+                err=True,
+            )
         try:
             yield settings, store
         finally:

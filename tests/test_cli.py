@@ -250,38 +250,72 @@ def test_a_missing_directory_is_named(tmp_path: Path) -> None:
     )
 
 
-def test_an_older_schema_is_read_only_after_migrate(tmp_path: Path) -> None:
+def older(db: Path, stop_before: str) -> None:
+    """A flowtracker database as a version before `stop_before` left it."""
     from sqlite_utils import Database
 
     from flowtracker.store.sqlite.schema import migrations
 
+    made = Database(db)
+    migrations.apply(made, stop_before=stop_before)
+    made.close()
+
+
+def test_an_older_schema_is_read_only_after_migrate(tmp_path: Path) -> None:
     db = tmp_path / "old.db"
-    older = Database(db)
-    migrations.apply(older, stop_before="m009_canonical_subject_times")
-    older.close()
+    older(db, "m008_events_keyed_by_subject_order")
     before = db.read_bytes()
     result = run("status", "--db", str(db))
     assert (result.exit_code, result.output) == (
         1,
-        f"Error: {db} needs migrating to this flowtracker (m009_canonical_subject_times): "
-        f"run `flowtracker migrate --db {db}`\n",
+        f"Error: {db} needs migrating to this flowtracker (m008_events_keyed_by_subject_order, "
+        f"m009_canonical_subject_times): run `flowtracker migrate --db {db}` (or another "
+        "process is migrating it now)\n",
     )
     assert db.read_bytes() == before
     assert run("migrate", "--db", str(db)).output == (
-        f"{db}: applied 1 migrations (m009_canonical_subject_times)\n"
+        f"{db}: applied 2 migrations (m008_events_keyed_by_subject_order, "
+        "m009_canonical_subject_times)\n"
     )
     assert run("migrate", "--db", str(db)).output == f"{db}: already up to date\n"
     assert run("status", "--db", str(db)).exit_code == 0
 
 
-def test_replay_migrates_an_older_flowtracker_database(tmp_path: Path) -> None:
-    from sqlite_utils import Database
-
-    from flowtracker.store.sqlite.schema import migrations
-
+def test_a_schema_that_lacks_only_data_rewrites_is_read_with_a_note(tmp_path: Path) -> None:
     db = tmp_path / "old.db"
-    older = Database(db)
-    migrations.apply(older, stop_before="m009_canonical_subject_times")
-    older.close()
+    older(db, "m009_canonical_subject_times")
+    before = db.read_bytes()
+    result = run("status", "--db", str(db))
+    assert result.exit_code == 0
+    assert result.stderr == (
+        f"note: {db} lacks migrations (m009_canonical_subject_times); it reads as it is, "
+        "and `flowtracker migrate` brings it up to date\n"
+    )
+    assert result.stdout.startswith("callbacks    none\n")
+    assert db.read_bytes() == before
+    assert run("migrate", "--db", str(db)).output == (
+        f"{db}: applied 1 migration (m009_canonical_subject_times)\n"
+    )
+
+
+def test_m009_spells_stored_subject_times_canonically(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    assert run("replay", DEMO, "--db", str(db)).exit_code == 0
+    with sqlite3.connect(db) as conn:  # as versions before m009 stored them
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm009_canonical_subject_times'")
+        conn.execute(
+            "UPDATE instances SET first_event_at = replace(first_event_at, 'Z', '0Z') WHERE id = ?",
+            (SPEC_EXAMPLE,),
+        )
+    spelled = json.loads(run("status", SPEC_EXAMPLE, "--json", "--db", str(db)).stdout)
+    assert spelled["first_event_at"].endswith("0Z")
+    assert run("migrate", "--db", str(db)).exit_code == 0
+    shown = json.loads(run("status", SPEC_EXAMPLE, "--json", "--db", str(db)).stdout)
+    assert shown["first_event_at"] == spelled["first_event_at"][:-2].rstrip("0") + "Z"
+
+
+def test_replay_migrates_an_older_flowtracker_database(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    older(db, "m009_canonical_subject_times")
     assert run("replay", DEMO, "--db", str(db)).exit_code == 0
     assert run("migrate", "--db", str(db)).output == f"{db}: already up to date\n"

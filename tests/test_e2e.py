@@ -282,7 +282,7 @@ def basic(password: str) -> str:
 def test_tokens_guard_the_endpoints_and_stay_out_of_the_log(tmp_path: Path) -> None:
     env = {"FLOWTRACKER_CALLBACK_TOKEN": "cb-T0ken-xyz", "FLOWTRACKER_READ_TOKEN": "rd-T0ken"}
     with (
-        serving(tmp_path / "auth.db", env=env) as server,
+        serving(tmp_path / "auth.db", "--callback-log", env=env) as server,
         httpx.Client(base_url=server.url) as http,
     ):
         post = lambda url, **kw: http.post(url, content=flow("custom", 1), headers={**JSON, **kw})  # noqa: E731

@@ -117,3 +117,23 @@ def test_the_next_request_on_a_kept_alive_connection_has_the_same_time_limit(
         conn.sendall(b"GET /healthz HTTP/1.1\r\n")  # and never the rest
         status, body, rest = answer(conn)
     assert (status, body["error"]["code"], rest) == (408, "request_timeout", b"")  # type: ignore[index]
+
+
+def test_blank_lines_between_requests_do_not_hold_a_connection(server: Server) -> None:
+    with connect(server) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer_keep_alive(conn) == (200, {"status": "ok"})
+        for _ in range(3):  # the parser skips them; uvicorn's keep-alive timer stops
+            conn.sendall(b"\r\n")
+        status, body, rest = answer(conn)
+        assert (status, body["error"]["code"], rest) == (408, "request_timeout", b"")  # type: ignore[index]
+
+
+def test_the_first_chunk_of_a_later_head_counts_toward_its_size(server: Server) -> None:
+    with connect(server) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer_keep_alive(conn) == (200, {"status": "ok"})
+        with contextlib.suppress(ConnectionResetError):  # never ended: counted as it comes
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nX-Big: " + b"b" * 40_000)
+        status, body, rest = answer(conn)
+        assert (status, body["error"]["code"], rest) == (431, "request_headers_too_large", b"")  # type: ignore[index]

@@ -252,9 +252,8 @@ def test_log_config_json_formats_every_handler_as_json() -> None:
     assert "flowtracker.logs.JSONFormatter" not in json.dumps(plain)
     assert (plain["loggers"], plain["handlers"]) == (as_json["loggers"], as_json["handlers"])
     assert plain["handlers"]["flowtracker"]["stream"] == "ext://sys.stderr"
-    assert "flowtracker.callbacks" not in plain["loggers"]
-    quiet = _log_config("plain", callback_log=False)["loggers"]["flowtracker.callbacks"]
-    assert quiet == {"level": "WARNING"}
+    assert plain["loggers"]["flowtracker.callbacks"] == {"level": "WARNING"}  # by default
+    assert "flowtracker.callbacks" not in _log_config("plain", callback_log=True)["loggers"]
 
 
 @pytest.mark.parametrize(
@@ -298,7 +297,7 @@ def test_serve_help_shows_the_log_format() -> None:
     result = CliRunner().invoke(main, ["serve", "--help"], terminal_width=200)
     assert result.exit_code == 0
     assert "--log-format [plain|json]" in result.output
-    assert "--no-callback-log" in result.output
+    assert "--callback-log / --no-callback-log" in result.output
     assert "FLOWTRACKER_LOG_FORMAT" in result.output
 
 
@@ -310,25 +309,26 @@ QUARANTINED = "WARNING:  callback kind=flow id=- outcome=quarantined out_of_orde
 @pytest.mark.parametrize(
     ("flag", "expected"),
     [
-        ("--no-access-log", [APPLIED + "latency_ms=<ms>", QUARANTINED + ERROR_400]),
+        ("--no-access-log --callback-log", [APPLIED + "latency_ms=<ms>", QUARANTINED + ERROR_400]),
         ("--no-callback-log", [QUARANTINED + ERROR_400]),  # refusals only
+        ("", [QUARANTINED + ERROR_400]),  # the default
     ],
 )
 def test_plain_lines_from_the_real_server(tmp_path: Path, flag: str, expected: list[str]) -> None:
-    with serving(tmp_path / "plain.db", flag) as server:
+    with serving(tmp_path / "plain.db", *flag.split()) as server:
         httpx.post(f"{server.url}/callbacks/flow", content=flow("completed", 1), headers=JSON)
         httpx.post(f"{server.url}/callbacks/flow", content=b"{", headers=JSON)
     got = [LATENCY.sub("latency_ms=<ms>", line) for line in server.output().splitlines()]
     assert [line for line in got if "callback kind=" in line] == expected
     assert any('"POST /callbacks/flow HTTP/1.1" 200' in line for line in got) == (
-        flag != "--no-access-log"
+        "--no-access-log" not in flag
     )
 
 
 @pytest.mark.slow
 def test_every_line_of_the_real_server_is_json(tmp_path: Path) -> None:
     env = {"FLOWTRACKER_CALLBACK_TOKEN": "cb-T0ken-xyz"}  # no read token: a warning at start
-    args = ("--log-format", "json", "--workers", "2")
+    args = ("--log-format", "json", "--workers", "2", "--callback-log")
     with serving(tmp_path / "json.db", *args, env=env) as server:
         url = f"{server.url}/callbacks/flow?token=cb-T0ken-xyz"
         httpx.post(url, content=flow("completed", 1), headers=JSON)

@@ -259,3 +259,46 @@ def test_a_replayed_line_too_deep_is_named_and_quarantined(tmp_path: Path) -> No
     with pytest.raises(InvalidEvent) as refused:
         parse_line(flow_body(MAX_NESTING))
     assert refused.value.problems == {"extra": TOO_DEEP}
+    lines = tmp_path / "deep.jsonl"
+    lines.write_bytes(flow_body(MAX_NESTING - 1) + b"\n" + flow_body(MAX_NESTING) + b"\n")
+    db = tmp_path / "replayed.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "flowtracker", "replay", str(lines), "--db", str(db)],
+        capture_output=True,
+        check=True,
+    )
+    assert done.stderr.decode().splitlines() == [
+        f"line 2: invalid_event: invalid callback: extra: {TOO_DEEP}"
+    ]
+    store = SQLiteStore(db, access="read")
+    try:
+        kept = views.quarantine(store, views.Page())["items"]
+        assert [(item["source"], item["error"]["details"]) for item in kept] == [
+            (f"replay {lines}:2", {"extra": TOO_DEEP})
+        ]
+    finally:
+        store.close()
+
+
+def test_a_json_body_stored_deeper_is_served_without_its_payload(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    store = SQLiteStore(db)
+    deep_document = (
+        f'{{"document_id": "{DOCUMENT}", "document_signed_and_sealed": false, '
+        f'"document_json": {json.dumps(document_json("pending", 1))[:-1]}, '
+        f'"deep": {nested_text(2_000)}}}}}'
+    ).encode()  # past the decoder's own limit: json.loads itself gives up on it
+    flow = dataclasses.replace(parse_flow(flow_body(1)), body=flow_body(2_000))
+    document = dataclasses.replace(
+        parse_document(document_form_body(1), FORM),
+        body=deep_document,
+        content_type="application/json",
+    )
+    Pipeline(store).ingest([flow, document])
+    try:
+        served = views.instance(store, instance_id(1))["events"][0]
+        snapshot = views.document(store, DOCUMENT)["snapshots"][0]
+        for entry in (served, snapshot):
+            assert (entry["payload"], entry["payload_error"]) == (None, TOO_DEEP)
+    finally:
+        store.close()

@@ -69,18 +69,21 @@ def decode_form(body: bytes) -> dict[str, str]:
 
 def too_deep(value: Any, text: str | bytes | None = None, limit: int = MAX_NESTING) -> bool:
     """Whether the container `value` (level 1) holds containers more than `limit` levels
-    deep. `text`, what it was decoded from, answers most values at C speed: a value
-    cannot nest deeper than its text has opening brackets."""
+    deep. `text`, what it (or a value holding it) was decoded from, answers most values at
+    C speed: nothing can nest deeper than its text has opening brackets."""
     if text is not None and _openers(text) <= limit:
         return False
-    stack = [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if level > limit:
-            return True
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
-    return False
+    level = [value]
+    for _ in range(limit):  # one level at a time: a list per level, no stack of pairs
+        level = [
+            child
+            for item in level
+            for child in (item.values() if type(item) is dict else item)
+            if type(child) is dict or type(child) is list
+        ]
+        if not level:
+            return False
+    return True
 
 
 def too_deep_fields(
@@ -151,7 +154,7 @@ def document_payload(body: bytes, content_type: str) -> tuple[dict[str, Any] | N
     document, problem = pick("document_json", "json"), None
     if isinstance(document, str):
         document, problem = stored_json(document)
-    elif isinstance(document, dict) and too_deep(document):
+    elif isinstance(document, dict) and too_deep(document, body):
         problem = TOO_DEEP
     if problem is not None:
         return None, problem

@@ -118,7 +118,7 @@ def _document(fields: JSONObject, body: bytes, content_type: str) -> DocumentCal
     sealed = _sealed(_alias(fields, "document_signed_and_sealed", "signedAndSealed", problems))
     if sealed is None and "document_signed_and_sealed" not in problems:
         problems["document_signed_and_sealed"] = 'must be "true" or "false"'
-    document = _document_json(_alias(fields, "document_json", "json", problems), problems)
+    document = _document_json(_alias(fields, "document_json", "json", problems), body, problems)
     status = object_version = mtime = None
     if document is not None:
         status = _take(document, _STATUS, problems, "document_json.")
@@ -169,13 +169,15 @@ def _sealed(value: Any) -> bool | None:
     return {"true": True, "false": False}.get(value) if isinstance(value, str) else None
 
 
-def _document_json(value: Any, problems: dict[str, str]) -> JSONObject | None:
+def _document_json(value: Any, body: bytes, problems: dict[str, str]) -> JSONObject | None:
+    """The document, decoded from its text or (in a JSON body) as it is; `body` bounds the
+    nesting of an object inside it, as the text bounds one decoded from it."""
     if "document_json" in problems:  # missing: already said
         return None
-    text = value if isinstance(value, str) else None
-    if text is not None:
+    text: str | bytes = value if isinstance(value, str) else body
+    if isinstance(value, str):
         try:
-            value = decode_json(text.encode("utf-8", "surrogatepass"))
+            value = decode_json(value.encode("utf-8", "surrogatepass"))
         except JSONTooDeep:
             problems["document_json"] = TOO_DEEP
             return None

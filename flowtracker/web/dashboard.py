@@ -32,6 +32,8 @@ from flowtracker.web.runtime import Runtime
 from flowtracker.web.session import signed_in, signed_in_json
 from flowtracker.web.templating import HEADERS, path_part, render
 
+# Fields that tell an event from the others of its subject when its payload is not shown.
+_EVENT_IDENTITY = ("type", "state", "event_created", "mtime", "object_version", "received_at")
 OVERVIEW_ROWS = 10  # stuck instances and anomalies on the overview
 QUARANTINE_PAGE = 20
 PREVIEW_BYTES = 4096  # of a quarantined body on its page; the rest by its own link
@@ -163,7 +165,9 @@ async def _subject(request: Request, run: Runtime, kind: Kind, subject_id: str) 
     for event in data["events" if kind == "flow" else "snapshots"]:
         if "payload_error" in event:  # stored before the nesting limit: not shown
             text = f"(not shown: {event['payload_error']})"
-            unique = f"{event['received_at']} {event['outcome']} {len(timeline)}"
+            # What sets it apart without its payload; its place in the list would not
+            # survive a late event landing before it.
+            unique = json.dumps([event.get(name) for name in _EVENT_IDENTITY])
         else:
             text = unique = json.dumps(event["payload"], indent=2, ensure_ascii=False)
         # The payload is unique to its event: an anchor that survives a redraw.

@@ -42,9 +42,9 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     _limits = HeadLimits()
     _timer: asyncio.TimerHandle | None = None
-    _in_head = True  # reading a request head (or waiting for one to start)
-    _unparsed = 0  # bytes received while in this head
-    _begun = 0  # request heads begun on this connection
+    _in_head = True  # reading a request head, or waiting for one on an idle connection
+    _unparsed = 0  # bytes received in this head
+    _completed = 0  # requests whose body has ended, on this connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -58,25 +58,39 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        heading, begun = self._in_head, self._begun
+        heading, completed = self._in_head, self._completed
         super().data_received(data)
-        # The same head unfinished after this chunk: all of it was head. Counted here, as
-        # the parser reports a header only once its line has ended.
-        if heading and self._in_head and begun == self._begun:
+        # Still in the same head after this chunk: all of it was head. Counted here, as
+        # the parser reports a header only once its line has ended. (A chunk that ended a
+        # request and began the next one, pipelined, is not counted.)
+        if heading and self._in_head and completed == self._completed:
             self._unparsed += len(data)
             if self._unparsed > self._limits.max_bytes:
                 self._refuse(_too_large(self._limits))
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head, self._unparsed = True, 0
-        self._begun += 1
-        if self._timer is None:  # the next request on a kept-alive connection
+        self._in_head = True
+        if self._timer is None:  # a pipelined request, begun before the last answer
+            self._arm()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._completed += 1
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # Idle again: the next head has the same time, counted from now. The parser skips
+        # blank lines between requests and uvicorn's keep-alive timer stops at any data,
+        # so without this a kept-alive connection could be held by sending "\r\n".
+        if not self.transport.is_closing() and not self.pipeline and not self._in_head:
+            self._in_head, self._unparsed = True, 0
+            self._disarm()
             self._arm()
 
     def on_headers_complete(self) -> None:
         self._disarm()
-        self._in_head = False
+        self._in_head, self._unparsed = False, 0
         limits, headers = self._limits, self.headers
         # Summed once here rather than counted in a callback per header: this is the path
         # of every request.
@@ -108,10 +122,14 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._refuse(RequestTimeout(f"the request head did not arrive within {seconds:g} s"))
 
     def _refuse(self, error: FlowtrackerError) -> None:
-        """Answer in the one error shape and close: the head never ended, so no app ran."""
-        if not self.transport.is_closing():
+        """Answer in the one error shape and close: the head never ended, so no app ran.
+        While an earlier request's answer may still be going out (pipelined), only close:
+        writing now could cut into it."""
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:
             self.transport.write(_raw_response(error))
-            self.transport.close()
+        self.transport.close()
 
 
 class _Refusal:

@@ -14,7 +14,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +23,7 @@ from sqlite_utils import Database
 
 from flowtracker.errors import StorageUnavailable, UnusableDatabase
 from flowtracker.settings import Durability
-from flowtracker.store.sqlite.schema import check, migrate
+from flowtracker.store.sqlite.schema import READABLE_PENDING, check, migrate
 
 log = logging.getLogger("flowtracker")
 Access = Literal["read", "write", "create"]
@@ -59,11 +59,16 @@ class Connections:
         self._lock = threading.Lock()
         self._readers: list[sqlite3.Connection] = []
         self._idle_readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        needed = _inspect(self.path, new=access == "create")
-        if needed and not (upgrade and not self.read_only):
+        needed, self._immutable = _inspect(self.path, new=access == "create")
+        self.pending: list[str] = []  # migrations a reader goes on without
+        self.applied: list[str] = []  # migrations this opening applied
+        if self.read_only and set(needed) <= READABLE_PENDING:
+            self.pending = needed
+        elif needed and not (upgrade and not self.read_only):
             raise UnusableDatabase(
                 f"{self.path} needs migrating to this flowtracker ({', '.join(needed)}): "
-                f"run `flowtracker migrate --db {self.path}`"
+                f"run `flowtracker migrate --db {self.path}` (or another process is "
+                "migrating it now)"
             )
         if self.read_only:
             return
@@ -82,14 +87,15 @@ class Connections:
                     # Checked again under the write lock: another process may have got
                     # there first.
                     db = Database(self._writer)
-                    if check(db, self.path, empty=None):
+                    self.applied = check(db, self.path, empty=None)
+                    if self.applied:
                         migrate(db)
             except BaseException:
                 self._checkpointer.close()
                 raise
 
     def _connect(self) -> sqlite3.Connection:
-        conn = _connection(self.path, reading=self.read_only)
+        conn = _connection(self.path, reading=self.read_only, immutable=self._immutable)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
         # 16 MiB of page cache per connection instead of 2: histories and indexes of a
@@ -248,21 +254,24 @@ class Reader:
         return self.conn.execute(sql, params).fetchall()
 
 
-def _connection(path: str, *, reading: bool) -> sqlite3.Connection:
-    """A connection in autocommit mode; for `reading`, one that cannot write or create."""
-    target, uri = (Path(path).absolute().as_uri() + "?mode=ro", True) if reading else (path, False)
-    return sqlite3.connect(target, isolation_level=None, check_same_thread=False, uri=uri)
+def _connection(path: str, *, reading: bool, immutable: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode; for `reading`, one that cannot write or create
+    (SQLite still makes the `-shm` and `-wal` files of a WAL database, unless
+    `immutable`: then it reads the file alone, as it is)."""
+    if not reading:
+        return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    target = Path(path).absolute().as_uri() + ("?immutable=1" if immutable else "?mode=ro")
+    return sqlite3.connect(target, isolation_level=None, check_same_thread=False, uri=True)
 
 
-def needed_migrations(path: str) -> list[str]:
-    """The migrations opening `path` to write would apply (all of them to a new file)."""
-    return _inspect(path, new=True)
-
-
-def _inspect(path: str, *, new: bool) -> list[str]:
+def _inspect(path: str, *, new: bool) -> tuple[list[str], bool]:
     """The migrations the database at `path` needs (with `new`, all of them for a missing
-    or empty file), without writing to it; raises `UnusableDatabase` when it cannot be
-    used (`schema.check`)."""
+    or empty file), and whether it must be read `immutable` (a read-only directory and no
+    WAL to read); raises `UnusableDatabase` when it cannot be used (`schema.check`).
+
+    Another program's database is judged from its file alone (`immutable`), so that not
+    even SQLite's side files appear next to it.
+    """
     absent = (
         f"no flowtracker database at {path} yet "
         "(set --db or FLOWTRACKER_DB, or replay a file first)"
@@ -270,17 +279,37 @@ def _inspect(path: str, *, new: bool) -> list[str]:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UnusableDatabase(f"cannot open {path}: there is no directory {folder}")
-    if not os.path.exists(path) or os.path.getsize(path) == 0:
+    wal = os.path.exists(path + "-wal") and os.path.getsize(path + "-wal") > 0
+    if not os.path.exists(path) or (os.path.getsize(path) == 0 and not wal):
         if not new:
             raise UnusableDatabase(absent)
-        return check(Database(memory=True), path, empty=None)
-    conn = _connection(path, reading=True)
+        return check(Database(memory=True), path, empty=None), False
+    # The file alone first: another program's database, or a newer flowtracker's, is
+    # refused untouched. A new database may still be all in its WAL: judged below.
+    peeked = _checked(path, lambda db: check(db, path, empty=None), immutable=True)
     try:
-        return check(Database(conn), path, empty=None if new else absent)
+        return _checked(path, lambda db: check(db, path, empty=None if new else absent)), False
+    except sqlite3.OperationalError as error:
+        if wal:  # the WAL holds commits that only a connection with its shared memory sees
+            raise UnusableDatabase(
+                f"cannot read {path}: SQLite needs to write {path}-shm beside it to read "
+                f"its write-ahead log ({error}); give this user write access to {folder}"
+            ) from None
+        return peeked, True  # a read-only directory, and nothing outside the file
+
+
+def _checked(
+    path: str, judge: Callable[[Database], list[str]], *, immutable: bool = False
+) -> list[str]:
+    """`judge` run on a read-only connection to `path`; a file that is not SQLite is
+    refused, other SQLite errors left to the caller."""
+    conn = _connection(path, reading=True, immutable=immutable)
+    try:
+        return judge(Database(conn))
     except sqlite3.DatabaseError as error:
         if "not a database" in str(error):
             raise UnusableDatabase(f"{path} is not a SQLite database ({error})") from None
-        raise StorageUnavailable(f"the database cannot be read now: {error}") from error
+        raise
     finally:
         conn.close()
 

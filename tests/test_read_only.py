@@ -1,0 +1,86 @@
+"""Reading a database that cannot be written: a read-only file system (a tmpfs mounted by
+the test, so this needs root, as CI has), and another program's WAL database, which is
+judged from its file alone so that not even SQLite's side files appear next to it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import DEMO, SPEC_EXAMPLE, run
+
+
+@pytest.fixture
+def read_only_disk(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def remount_read_only(mount: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+
+
+def test_reads_work_on_a_read_only_file_system(tmp_path: Path, read_only_disk: Path) -> None:
+    made = tmp_path / "demo.db"
+    assert run("replay", DEMO, "--db", str(made)).exit_code == 0
+    shutil.copy(made, read_only_disk / "demo.db")  # closed cleanly: no WAL beside it
+    remount_read_only(read_only_disk)
+    db = str(read_only_disk / "demo.db")
+    expected = run("status", "--db", str(made)).output
+    assert run("status", "--db", db).output == expected
+    assert run("status", SPEC_EXAMPLE, "--db", db).exit_code == 0
+    assert run("quarantine", "--db", db).output == "the quarantine is empty\n"
+    assert sorted(os.listdir(read_only_disk)) == ["demo.db"]
+
+
+def test_a_write_ahead_log_on_a_read_only_file_system_is_named(
+    tmp_path: Path, read_only_disk: Path
+) -> None:
+    made = tmp_path / "live.db"
+    assert run("replay", DEMO, "--db", str(made)).exit_code == 0
+    live = sqlite3.connect(made)  # a writer whose last commit is only in the WAL
+    live.execute("PRAGMA wal_autocheckpoint = 0")
+    live.execute("UPDATE counters SET value = 4242 WHERE name = 'quarantine.rows'")
+    live.commit()
+    for name in ("live.db", "live.db-wal"):
+        shutil.copy(tmp_path / name, read_only_disk / name)
+    live.close()
+    assert (read_only_disk / "live.db-wal").stat().st_size > 0
+    remount_read_only(read_only_disk)
+    db = read_only_disk / "live.db"
+    result = run("status", "--db", str(db))
+    assert (result.exit_code, result.output) == (
+        1,
+        f"Error: cannot read {db}: SQLite needs to write {db}-shm beside it to read its "
+        f"write-ahead log (unable to open database file); give this user write access to "
+        f"{read_only_disk}\n",
+    )
+
+
+@pytest.mark.parametrize("command", [["status"], ["replay", DEMO]])
+def test_another_programs_wal_database_gets_no_side_files(
+    tmp_path: Path, command: list[str]
+) -> None:
+    app = tmp_path / "app.db"
+    with sqlite3.connect(app) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+    conn.close()
+    before = (sorted(os.listdir(tmp_path)), app.read_bytes())
+    result = run(*command, "--db", str(app))
+    assert result.exit_code == 1
+    assert "is not a flowtracker database" in result.output
+    assert (sorted(os.listdir(tmp_path)), app.read_bytes()) == before
