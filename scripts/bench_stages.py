@@ -139,7 +139,7 @@ def wire_stages(bodies: list[bytes]) -> dict[str, float]:
     answer = wire.receipt_fields(RECEIPT)
     began = cpu()
     framed = [pickle.dumps((n, wire.request_fields(r)), protocol=5) for n, r in enumerate(requests)]
-    for frame in framed:  # the answer, read back
+    for _ in framed:  # the answer, read back
         Receipt(*pickle.loads(pickle.dumps((1, True, answer), protocol=5))[2])
     worker = cpu() - began
     began = cpu()
