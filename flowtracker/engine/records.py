@@ -6,8 +6,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
-from flowtracker.engine.timestamps import canonical
-
 Outcome = Literal["applied", "illegal", "ignored"]
 OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
 # What a delivery can get: a verdict's outcome, or "duplicate" for a repeat.
@@ -62,10 +60,8 @@ class Subject:
     anomalies: int = 0
     events: int = 0
     last: Order = LOWEST  # the greatest order among its events
-    first_ns: int | None = None
-    first_at: str | None = None
-    last_ns: int | None = None
-    last_at: str | None = None
+    first_ns: int | None = None  # shown in one spelling made from it (`canonical`): the
+    last_ns: int | None = None  # instant must not depend on which spelling came first
     last_received_at: str | None = None
     stored_state: str | None = None  # the state in the database, for stored subjects
     stored_anomalies: int = 0  # likewise
@@ -78,10 +74,8 @@ class Subject:
         self.events += 1
         self.anomalies += entry.verdict.outcome == "illegal" or entry.out_of_order
         self.last = max(self.last, entry.order)
-        # Shown in one spelling made from the nanoseconds: the instant of two events
-        # written differently must not depend on which arrived first.
         if self.first_ns is None or entry.time_ns < self.first_ns:
-            self.first_ns, self.first_at = entry.time_ns, canonical(entry.time_ns)
+            self.first_ns = entry.time_ns
         if self.last_ns is None or entry.time_ns > self.last_ns:
-            self.last_ns, self.last_at = entry.time_ns, canonical(entry.time_ns)
+            self.last_ns = entry.time_ns
         self.fresh.append(entry)

@@ -76,13 +76,15 @@ def create_app(
             local.start()
         collector = StoreCollector(store, settings.stuck_age_seconds)
         registry.register(collector)
-        app.state.runtime = Runtime(settings, store, intake, registry=registry)
+        app.state.runtime = run = Runtime(settings, store, intake, registry=registry)
+        run.deadlines.start()
         _warn_when_open(settings)
         orphan_watch = asyncio.create_task(_stop_when_orphaned(supervisor))
         limits = HeadLimits(settings.max_head, seconds=settings.head_timeout_seconds)
         try:
             yield {HEAD_LIMITS: limits}  # for the connections of `serve` (web.guard)
         finally:
+            run.deadlines.stop()
             orphan_watch.cancel()
             registry.unregister(collector)
             try:

@@ -3,8 +3,8 @@ authenticate, read the body within the limit, hand it to the intake, answer.
 
 The intake parses and stores (`flowtracker.ingest`). A well-formed callback is answered
 200 with its receipt only after the transaction that holds it has committed. A malformed
-one is quarantined, then answered with its error. Each callback, taken or refused, makes
-one line on the `flowtracker.callbacks` logger.
+one is quarantined, then answered with its error. Each refused callback makes a line on
+the `flowtracker.callbacks` logger, and so does each one taken when INFO is enabled there.
 
 They are the service's hot path, so they run as plain ASGI middleware in front of the
 rest of Starlette's middleware and its router (`CallbackEndpoints`). In-process, with no
@@ -20,7 +20,7 @@ import json
 import logging
 import time
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -28,10 +28,10 @@ from flowtracker.engine.events import Kind
 from flowtracker.errors import FlowtrackerError, MalformedCallback
 from flowtracker.ingest.interface import CallbackRequest, Receipt
 from flowtracker.web.auth import require_callback_token
-from flowtracker.web.body import read_body
+from flowtracker.web.body import ClientGone, read_body
 from flowtracker.web.latency import LatencySeries
 from flowtracker.web.responses import error_response, internal_error, not_allowed
-from flowtracker.web.runtime import runtime
+from flowtracker.web.runtime import Runtime
 
 ROUTES: dict[str, Kind] = {"/callbacks/flow": "flow", "/callbacks/document": "document"}
 
@@ -56,12 +56,14 @@ class CallbackEndpoints:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request = Request(scope, receive)
-        answer = await _answer(request, kind, route, started)
+        try:
+            answer = await _answer(scope, receive, kind, route, started)
+        except ClientGone:  # nothing was stored, and there is no one to answer
+            return
         if isinstance(answer, Receipt):
             body = _RECEIPT_JSON.encode(answer.to_dict()).encode()
-            length = str(len(body)).encode()
-            headers = [(b"content-type", b"application/json"), (b"content-length", length)]
+            headers = [(b"content-type", b"application/json"),
+                       (b"content-length", str(len(body)).encode())]  # fmt: skip
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             status = 200
@@ -79,33 +81,47 @@ def _route_path(scope: Scope) -> str:
     return str(path)
 
 
-async def _answer(request: Request, kind: Kind, route: str, started: float) -> Receipt | Response:
-    """The receipt, or the error response."""
-    if request.method != "POST":
+async def _answer(
+    scope: Scope, receive: Receive, kind: Kind, route: str, started: float
+) -> Receipt | Response:
+    """The receipt, or the error response. Plain ASGI: no Request is made unless an
+    error needs one, or a callback token is to be checked."""
+    if scope["method"] != "POST":
+        request = Request(scope, receive)
         return error_response(request, not_allowed(request, ["POST"]))
     try:
-        receipt = await _take(request, kind, route)
+        receipt = await _take(scope, receive, kind, route)
+    except ClientGone:
+        raise
     except Exception as error:
         if log.isEnabledFor(logging.WARNING):
             _log_refused(kind, error, time.perf_counter() - started)
         if isinstance(error, FlowtrackerError):
-            return error_response(request, error)
-        return internal_error(request)
+            return error_response(Request(scope, receive), error)
+        return internal_error(Request(scope, receive))
     if log.isEnabledFor(logging.INFO):
         _log_taken(receipt, time.perf_counter() - started)
     return receipt
 
 
-async def _take(request: Request, kind: Kind, route: str) -> Receipt:
-    run = runtime(request)
-    require_callback_token(request, run.settings.callback_token)
+async def _take(scope: Scope, receive: Receive, kind: Kind, route: str) -> Receipt:
+    run: Runtime = scope["app"].state.runtime
+    settings = run.settings
+    if settings.callback_token is not None:
+        require_callback_token(HTTPConnection(scope), settings.callback_token)
     body, cut_short = await read_body(
-        request, run.settings.max_body, run.settings.body_timeout_seconds
+        receive, settings.max_body, settings.body_timeout_seconds, run.deadlines
     )
-    content_type = request.headers.get("content-type", "")
     return await run.intake.take(
-        CallbackRequest(kind, body, content_type, f"POST {route}", cut_short)
+        CallbackRequest(kind, body, _content_type(scope), f"POST {route}", cut_short)
     )
+
+
+def _content_type(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return str(value.decode("latin-1"))
+    return ""
 
 
 def _log_taken(receipt: Receipt, seconds: float) -> None:

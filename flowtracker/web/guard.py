@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import http
 import json
+import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -38,32 +39,34 @@ class HeadLimits:
 
 
 class GuardedHttpTools(HttpToolsProtocol):
-    """uvicorn's httptools protocol, with `HeadLimits` on every request head."""
+    """uvicorn's httptools protocol, with `HeadLimits` on every request head.
+
+    A head's time limit is a deadline on the connection, checked once a second for all the
+    connections of the process (`_Sweep`): a timer armed and cancelled for every request
+    cost the path of every request more than the check does.
+    """
 
     _limits = HeadLimits()
-    _timer: asyncio.TimerHandle | None = None
+    _deadline: float | None = None  # by the loop's clock; None once the head is complete
     _in_head = True  # reading a request head, or waiting for one on an idle connection
     _unparsed = 0  # bytes received in this head
-    _completed = 0  # requests whose body has ended, on this connection
+    _heads = 0  # request heads completed on this connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
         found = self.app_state.get(HEAD_LIMITS)
         if isinstance(found, HeadLimits):
             self._limits = found
-        self._arm()  # a connection that never sends a head is closed too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
+        _Sweep.watch(self)
+        self._deadline = self.loop.time() + self._limits.seconds  # silence counts too
 
     def data_received(self, data: bytes) -> None:
-        heading, completed = self._in_head, self._completed
+        heading, heads = self._in_head, self._heads
         super().data_received(data)
-        # Still in the same head after this chunk: all of it was head. Counted here, as
-        # the parser reports a header only once its line has ended. (A chunk that ended a
-        # request and began the next one, pipelined, is not counted.)
-        if heading and self._in_head and completed == self._completed:
+        # In the same head before and after this chunk: all of it was head. Counted here,
+        # as the parser reports a header only once its line has ended. (A chunk in which a
+        # head ended, or a body ended and a head began, pipelined, is not counted.)
+        if heading and self._in_head and heads == self._heads:
             self._unparsed += len(data)
             if self._unparsed > self._limits.max_bytes:
                 self._refuse(_too_large(self._limits))
@@ -71,12 +74,8 @@ class GuardedHttpTools(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
-        if self._timer is None:  # a pipelined request, begun before the last answer
-            self._arm()
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self._completed += 1
+        if self._deadline is None:  # a pipelined request, begun before the last answer
+            self._deadline = self.loop.time() + self._limits.seconds
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -85,12 +84,11 @@ class GuardedHttpTools(HttpToolsProtocol):
         # so without this a kept-alive connection could be held by sending "\r\n".
         if not self.transport.is_closing() and not self.pipeline and not self._in_head:
             self._in_head, self._unparsed = True, 0
-            self._disarm()
-            self._arm()
+            self._deadline = self.loop.time() + self._limits.seconds
 
     def on_headers_complete(self) -> None:
-        self._disarm()
-        self._in_head, self._unparsed = False, 0
+        self._deadline, self._in_head, self._unparsed = None, False, 0
+        self._heads += 1
         limits, headers = self._limits, self.headers
         # Summed once here rather than counted in a callback per header: this is the path
         # of every request.
@@ -107,17 +105,10 @@ class GuardedHttpTools(HttpToolsProtocol):
         finally:
             self.app = app
 
-    def _arm(self) -> None:
-        self._timer = self.loop.call_later(self._limits.seconds, self._too_slow)
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _too_slow(self) -> None:
-        self._timer = None
-        if self._in_head:
+    def overdue(self, now: float) -> None:
+        """Refuse the head if its time is up (`_Sweep`)."""
+        if self._in_head and self._deadline is not None and now >= self._deadline:
+            self._deadline = None
             seconds = self._limits.seconds
             self._refuse(RequestTimeout(f"the request head did not arrive within {seconds:g} s"))
 
@@ -130,6 +121,37 @@ class GuardedHttpTools(HttpToolsProtocol):
         if self.cycle is None or self.cycle.response_complete:
             self.transport.write(_raw_response(error))
         self.transport.close()
+
+
+class _Sweep:
+    """Once a second, the deadlines of every guarded connection of one event loop."""
+
+    SECONDS = 1.0
+    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweep]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.connections: weakref.WeakSet[GuardedHttpTools] = weakref.WeakSet()
+        loop.call_later(self.SECONDS, self._run)
+
+    @classmethod
+    def watch(cls, connection: GuardedHttpTools) -> None:
+        sweep = cls._by_loop.get(connection.loop)
+        if sweep is None:
+            sweep = cls._by_loop[connection.loop] = cls(connection.loop)
+        sweep.connections.add(connection)
+
+    def _run(self) -> None:
+        now = self.loop.time()
+        for connection in list(self.connections):
+            if connection.transport.is_closing():
+                self.connections.discard(connection)
+            else:
+                connection.overdue(now)
+        if not self.loop.is_closed():
+            self.loop.call_later(self.SECONDS, self._run)
 
 
 class _Refusal:

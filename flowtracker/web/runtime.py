@@ -11,6 +11,7 @@ from starlette.requests import HTTPConnection
 from flowtracker.ingest.interface import Intake
 from flowtracker.settings import Settings
 from flowtracker.store.protocol import Store
+from flowtracker.web.body import Deadlines
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class Runtime:
     store: Store
     intake: Intake  # where callbacks go: this process's committer, or the writer process
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)  # /metrics
+    deadlines: Deadlines = field(default_factory=Deadlines)  # for reading bodies
     started: float = field(default_factory=time.monotonic)
 
 

@@ -61,7 +61,9 @@ async def login(request: Request) -> Response:
         return RedirectResponse(target, status_code=303)
     if request.method == "GET":
         return _form(request, target, failed=False)
-    body, cut_short = await read_body(request, FORM_LIMIT, run.settings.body_timeout_seconds)
+    body, cut_short = await read_body(
+        request.receive, FORM_LIMIT, run.settings.body_timeout_seconds, run.deadlines
+    )
     if cut_short is not None:  # too large or too slow: no form to judge
         context = {"error": cut_short, "bare": True}
         return render(request, "error.html", context, token_set=True, status=cut_short.status)

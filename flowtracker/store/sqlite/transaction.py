@@ -15,7 +15,7 @@ from typing import Any
 
 from flowtracker.engine.events import Callback, DocumentCallback, FlowCallback, Kind
 from flowtracker.engine.records import Entry, Subject, Verdict
-from flowtracker.engine.timestamps import format_ns
+from flowtracker.engine.timestamps import canonical, format_ns
 from flowtracker.store.protocol import Quarantined
 from flowtracker.store.sqlite.schema import LAST_CALLBACK, RECOUNT
 
@@ -130,7 +130,7 @@ class SQLiteTransaction:
     def put_subjects(self, kind: Kind, subjects: Sequence[Subject]) -> None:
         shown = SHOWN if kind == "document" else ()
         names = (*_SUBJECT_COLUMNS, *shown)
-        rows = {s.id: (s.id, s.state, s.anomalies, s.events, s.first_at, s.first_ns, s.last_at,
+        rows = {s.id: (s.id, s.state, s.anomalies, s.events, _spelled(s.first_ns), s.first_ns, _spelled(s.last_ns),
                        s.last_ns, s.last[0][0], s.last[0][1], s.last[1], s.last_received_at,
                        *(s.shown.get(name) for name in shown)) for s in subjects}  # fmt: skip
         # A new subject's `seq` is the next number: `KEYS` keeps its events in that order.
@@ -235,11 +235,14 @@ def subject(kind: Kind, row: sqlite3.Row) -> Subject:
     return Subject(
         id=row["id"], state=row["state"], anomalies=row["anomalies"], events=row["events"],
         last=((row["last_major"], row["last_minor"]), row["last_key"]),
-        first_ns=row["first_event_ns"], first_at=row["first_event_at"],
-        last_ns=row["last_event_ns"], last_at=row["last_event_at"],
+        first_ns=row["first_event_ns"], last_ns=row["last_event_ns"],
         last_received_at=row["last_received_at"], stored_state=row["state"],
         stored_anomalies=row["anomalies"], shown=shown,
     )  # fmt: skip
+
+
+def _spelled(ns: int | None) -> str | None:
+    return None if ns is None else canonical(ns)
 
 
 def _event_key(c: Callback) -> tuple[object, ...]:
