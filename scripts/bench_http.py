@@ -32,7 +32,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from statistics import quantiles
+from statistics import median, quantiles
+from typing import Any
 
 import httpx2 as httpx
 
@@ -220,6 +221,69 @@ def load_python(
     }
 
 
+def measure(
+    kind: str,
+    root: Path,
+    workers: int,
+    connections: int,
+    directory: Path,
+    extra: list[str],
+    tool: str,
+    args: argparse.Namespace,
+    bodies: list[bytes],
+    bodies_file: Path,
+) -> dict[str, Any]:
+    """One run of one server under the load: rates, latencies, RSS, CPU per 1,000."""
+    mode = "bare" if kind == "bare" else "service"
+    with server(mode, workers, directory, extra, root) as (port, pid):
+        before = cpu_seconds(pid)
+        if tool == "wrk":
+            found: dict[str, Any] = load_wrk(port, bodies_file, connections, args.seconds)
+        else:
+            found = load_python(port, bodies, connections, args.seconds, args.limit)
+        after = cpu_seconds(pid)
+        found["rss"] = memory_mb(pid)
+    per = 1_000_000 / max(1, found["requests"])  # ms per 1,000
+    found["cpu"] = {role: (after[role] - before.get(role, 0.0)) * per for role in after}
+    return found
+
+
+def median_row(rounds: list[dict[str, Any]], kinds: list[tuple[str, Path]]) -> dict[str, Any]:
+    """Each figure's median over the rounds (CPU by role too)."""
+    row: dict[str, Any] = {}
+    for kind, _ in kinds:
+        runs = [found[kind] for found in rounds]
+        row[kind] = {
+            name: median(run[name] for run in runs)
+            for name in ("rate", "p50", "p99", "rss", "errors")
+        }
+        roles = {role for run in runs for role in run["cpu"]}
+        row[kind]["cpu"] = {role: median(run["cpu"].get(role, 0) for run in runs) for role in roles}
+    return row
+
+
+def show(
+    row: dict[str, Any], kinds: list[tuple[str, Path]], workers: int, connections: int, label: str
+) -> None:
+    bare = row["bare"]
+    for kind, _ in kinds:
+        found = row[kind]
+        cpu = found["cpu"]
+        parts = ", ".join(f"{cpu.get(role, 0):.0f}" for role in ("main", "worker", "writer"))
+        shown = f"{sum(cpu.values()):>5.0f} ({parts})"
+        ratio = (
+            f"rate {found['rate'] / bare['rate']:.1%}, CPU "
+            f"{sum(cpu.values()) / max(1e-9, sum(bare['cpu'].values())):.2f}x"
+            if kind != "bare"
+            else ""
+        )
+        print(
+            f"{label}{workers:>3} w {connections:>3} c {kind:>7} | {found['rate']:>8,.0f} "
+            f"{found['p50']:>5.1f}m {found['p99']:>5.1f}m {found['rss']:>5.0f} "
+            f"{found['errors']:>4.0f} | {shown:<40} | {ratio}"
+        )
+
+
 def deliveries(count: int) -> list[bytes]:
     """`count` callbacks: 10% are repeats of earlier ones (duplicates), 10% late."""
     rng = random.Random(3)
@@ -243,6 +307,9 @@ def main() -> None:
         "--service-args",
         default="",
         help="more flags for flowtracker serve, with =: --service-args=--no-callback-log",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="interleaved rounds; with more, their medians"
     )
     parser.add_argument(
         "--against",
@@ -273,42 +340,18 @@ def main() -> None:
         bodies_file.write_bytes(b"\n".join(bodies) + b"\n")
         for workers in map(int, args.workers.split(",")):
             for connections in map(int, args.connections.split(",")):
-                row = {}
-                for kind, root in kinds:
-                    mode = "bare" if kind == "bare" else "service"
-                    with server(mode, workers, Path(directory), extra, root) as (port, pid):
-                        before = cpu_seconds(pid)
-                        if tool == "wrk":
-                            row[kind] = load_wrk(port, bodies_file, connections, args.seconds)
-                        else:
-                            row[kind] = load_python(
-                                port, bodies, connections, args.seconds, args.limit
-                            )
-                        after = cpu_seconds(pid)
-                        row[kind]["rss"] = memory_mb(pid)
-                        per = 1_000_000 / max(1, row[kind]["requests"])  # ms per 1,000
-                        row[kind]["cpu"] = {
-                            role: (after[role] - before.get(role, 0.0)) * per for role in after
-                        }
-                bare = row["bare"]
-                for kind, _ in kinds:
-                    found = row[kind]
-                    cpu = found["cpu"]
-                    parts = ", ".join(
-                        f"{cpu.get(role, 0):.0f}" for role in ("main", "worker", "writer")
-                    )
-                    shown = f"{sum(cpu.values()):>5.0f} ({parts})"
-                    ratio = (
-                        f"rate {found['rate'] / bare['rate']:.1%}, CPU "
-                        f"{sum(cpu.values()) / max(1e-9, sum(bare['cpu'].values())):.1f}x"
-                        if kind != "bare"
-                        else ""
-                    )
-                    print(
-                        f"{workers:>3} w {connections:>3} c {kind:>7} | {found['rate']:>8,.0f} "
-                        f"{found['p50']:>5.1f}m {found['p99']:>5.1f}m {found['rss']:>5.0f} "
-                        f"{found['errors']:>4.0f} | {shown:<40} | {ratio}"
-                    )
+                rounds = []
+                for _ in range(args.rounds):
+                    row = {}
+                    for kind, root in kinds:
+                        row[kind] = measure(
+                            kind, root, workers, connections, Path(directory), extra, tool,
+                            args, bodies, bodies_file,
+                        )  # fmt: skip
+                    rounds.append(row)
+                    show(row, kinds, workers, connections, "")
+                if args.rounds > 1:
+                    show(median_row(rounds, kinds), kinds, workers, connections, "median ")
     print("latencies in ms; RSS = peak MB of the server processes; err = non-200 answers")
 
 

@@ -96,9 +96,9 @@ def check(db: Path, acked: list[bytes]) -> dict[str, int]:
     lost = sum(1 for body in distinct_acked if stored[body] == 0)
     twice = sum(1 for body in distinct_acked if stored[body] > 1)
     store = SQLiteStore(db)
-    kept = store.totals("0")
+    kept = store.totals("1970-01-01T00:00:00Z")
     rebuilt = Pipeline(store).rebuild()  # also recounts the counters
-    recounted = store.totals("0")
+    recounted = store.totals("1970-01-01T00:00:00Z")
     store.close()
     return {
         "acked": len(acked),

@@ -80,7 +80,10 @@ def test_a_bad_line_is_reported_quarantined_and_does_not_stop_the_run(tmp_path: 
 )
 def test_status_json_is_what_the_read_api_serves(demo_db: str, args: list[str], path: str) -> None:
     with sqlite3.connect(demo_db) as db:  # the demo was received long ago
-        db.execute("UPDATE instances SET last_received_at = '2000-01-01T00:00:00.000000Z'")
+        db.execute(  # and its hour, which the stuck lists' index holds
+            "UPDATE instances SET last_received_at = '2000-01-01T00:00:00.000000Z', "
+            "received_hour = 262968"
+        )
     env = {"FLOWTRACKER_STUCK_AGE": str(100 * 365 * 86_400)}  # so nothing is stuck yet
     printed = json.loads(run("status", *args, "--db", demo_db, "--json", env=env).output)
     settings = Settings.from_env(env, db_path=demo_db)
@@ -269,13 +272,13 @@ def test_an_older_schema_is_read_only_after_migrate(tmp_path: Path) -> None:
     assert (result.exit_code, result.output) == (
         1,
         f"Error: {db} needs migrating to this flowtracker (m008_events_keyed_by_subject_order, "
-        f"m009_canonical_subject_times): run `flowtracker migrate --db {db}` (or another "
-        "process is migrating it now)\n",
+        f"m009_canonical_subject_times, m010_received_hour): run `flowtracker migrate --db "
+        f"{db}` (or another process is migrating it now)\n",
     )
     assert db.read_bytes() == before
     assert run("migrate", "--db", str(db)).output == (
-        f"{db}: applied 2 migrations (m008_events_keyed_by_subject_order, "
-        "m009_canonical_subject_times)\n"
+        f"{db}: applied 3 migrations (m008_events_keyed_by_subject_order, "
+        "m009_canonical_subject_times, m010_received_hour)\n"
     )
     assert run("migrate", "--db", str(db)).output == f"{db}: already up to date\n"
     assert run("status", "--db", str(db)).exit_code == 0
@@ -283,7 +286,10 @@ def test_an_older_schema_is_read_only_after_migrate(tmp_path: Path) -> None:
 
 def test_a_schema_that_lacks_only_data_rewrites_is_read_with_a_note(tmp_path: Path) -> None:
     db = tmp_path / "old.db"
-    older(db, "m009_canonical_subject_times")
+    assert run("migrate", "--db", str(db)).exit_code == 0
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm009_canonical_subject_times'")
+    conn.close()
     before = db.read_bytes()
     result = run("status", "--db", str(db))
     assert result.exit_code == 0
@@ -319,3 +325,24 @@ def test_replay_migrates_an_older_flowtracker_database(tmp_path: Path) -> None:
     older(db, "m009_canonical_subject_times")
     assert run("replay", DEMO, "--db", str(db)).exit_code == 0
     assert run("migrate", "--db", str(db)).output == f"{db}: already up to date\n"
+
+
+def test_m010_gives_each_subject_the_hour_of_its_last_receipt(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    older(db, "m010_received_hour")
+    with sqlite3.connect(db) as conn:  # a subject as versions before m010 stored it
+        conn.execute(
+            "INSERT INTO instances (id, seq, state, anomalies, events, last_received_at) "
+            "VALUES (?, 1, 'in_progress', 0, 1, '2000-01-01T01:30:00.000000Z')",
+            (SPEC_EXAMPLE,),
+        )
+    conn.close()
+    assert run("migrate", "--db", str(db)).output == (
+        f"{db}: applied 1 migration (m010_received_hour)\n"
+    )
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT received_hour FROM instances").fetchall() == [(262969,)]
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+    assert "instances_state_received_hour" in indexes
+    assert not {"idx_instances_state_last_received_at", "idx_flow_events_outcome"} & indexes

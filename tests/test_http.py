@@ -311,8 +311,8 @@ def test_list_filters_over_http(settings: Settings) -> None:
         client.post("/callbacks/flow", content=flow("completed", 5, new), headers=JSON)
         client.post("/callbacks/document", content=document_form("pending", 2), headers=FORM)
         with client.app.state.runtime.store.transaction() as tx:  # type: ignore[attr-defined]
-            tx.conn.execute("UPDATE instances SET last_received_at = '2000-01-01T00:00:00Z' "
-                            "WHERE id = ?", (old,))  # fmt: skip
+            tx.conn.execute("UPDATE instances SET last_received_at = '2000-01-01T00:00:00Z', "
+                            "received_hour = 262968 WHERE id = ?", (old,))  # fmt: skip
 
         def ids(url: str) -> list[str]:
             return [item["id"] for item in client.get(url).json()["items"]]

@@ -11,10 +11,11 @@ import sqlite3
 from typing import Literal
 
 from flowtracker.engine.events import KINDS, Kind
+from flowtracker.engine.timestamps import parse_timestamp
 from flowtracker.store.protocol import SubjectFilter
 from flowtracker.store.rows import AnomalyRow, EventRow, QuarantineRow, SubjectRow, Totals
 from flowtracker.store.sqlite.connection import Reader
-from flowtracker.store.sqlite.schema import LAST_CALLBACK
+from flowtracker.store.sqlite.schema import HOUR_NS, LAST_CALLBACK
 from flowtracker.store.sqlite.transaction import SUBJECTS, events_of
 
 _EVENT_COLUMNS: dict[Kind, str] = {
@@ -69,8 +70,11 @@ def list_subjects(
     if where.anomalous:
         clauses.append(f"{term('anomalies')} > 0")
     if where.received_before is not None:
-        clauses.append(f"{term('state')} = 'in_progress' AND {term('last_received_at')} < ?")
-        params.append(where.received_before)
+        clauses.append(
+            f"{term('state')} = 'in_progress' AND {term('received_hour')} <= ? "
+            f"AND {term('last_received_at')} < ?"
+        )
+        params += [_hour(where.received_before), where.received_before]
     if where.id_prefix:  # a range on the primary key, not a LIKE scan
         clauses.append("id >= ? AND id < ?")
         params += [where.id_prefix, where.id_prefix + "\U0010ffff"]
@@ -90,10 +94,10 @@ def id_match(read: Reader, kind: Kind, prefix: str) -> Literal["whole", "prefix"
 
 
 def quietest(read: Reader, received_before: str, limit: int) -> list[SubjectRow]:
-    rows = read(  # the (state, last_received_at) index, in its order
-        "SELECT * FROM instances WHERE state = 'in_progress' AND last_received_at < ? "
-        "ORDER BY last_received_at LIMIT ?",
-        (received_before, limit),
+    rows = read(  # the (state, received_hour) index, in its order; sorted within an hour
+        "SELECT * FROM instances WHERE state = 'in_progress' AND received_hour <= ? "
+        "AND last_received_at < ? ORDER BY received_hour, last_received_at LIMIT ?",
+        (_hour(received_before), received_before, limit),
     )
     return [subject_row("flow", row) for row in rows]
 
@@ -102,9 +106,12 @@ def totals(read: Reader, stuck_before: str) -> Totals:
     """From the counters the ingest transactions keep (`schema.RECOUNT`), not COUNT(*):
     `flow.outcome.applied`, `document.state.closed`, `arrived.flow.duplicate`, ..."""
     counters: dict[str, int] = {row[0]: row[1] for row in read("SELECT name, value FROM counters")}
-    stuck = read(
-        "SELECT COUNT(*) FROM instances WHERE state = 'in_progress' AND last_received_at < ?",
-        (stuck_before,),
+    hour = _hour(stuck_before)
+    stuck = read(  # whole hours from the index alone; the rows of the last one checked
+        "SELECT (SELECT COUNT(*) FROM instances WHERE state = 'in_progress' "
+        "AND received_hour < ?) + (SELECT COUNT(*) FROM instances WHERE state = "
+        "'in_progress' AND received_hour = ? AND last_received_at < ?)",
+        (hour, hour, stuck_before),
     )[0][0]
     return Totals(
         outcomes={kind: _labelled(counters, f"{kind}.outcome.") for kind in KINDS},
@@ -168,6 +175,11 @@ def anomalies(read: Reader, limit: int) -> list[AnomalyRow]:
 def received_since(read: Reader, minute: str) -> dict[str, int]:
     rows = read("SELECT minute, callbacks FROM received_per_minute WHERE minute >= ?", (minute,))
     return {row[0]: row[1] for row in rows}
+
+
+def _hour(at: str) -> int:
+    """The `received_hour` of an instant (`schema.m010_received_hour`)."""
+    return parse_timestamp(at).ns // HOUR_NS
 
 
 def subject_row(kind: Kind, row: sqlite3.Row) -> SubjectRow:

@@ -11,13 +11,14 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from flowtracker.engine.events import Callback, DocumentCallback, FlowCallback, Kind
 from flowtracker.engine.records import Entry, Subject, Verdict
-from flowtracker.engine.timestamps import canonical, format_ns
+from flowtracker.engine.timestamps import canonical, format_ns, parse_timestamp
 from flowtracker.store.protocol import Quarantined
-from flowtracker.store.sqlite.schema import LAST_CALLBACK, RECOUNT
+from flowtracker.store.sqlite.schema import HOUR_NS, LAST_CALLBACK, RECOUNT
 
 SUBJECTS: dict[Kind, str] = {"flow": "instances", "document": "documents"}
 EVENTS: dict[Kind, str] = {"flow": "flow_events", "document": "document_snapshots"}
@@ -34,8 +35,11 @@ SHOWN = ("object_version", "signed_and_sealed", "title", "mtime")  # documents o
 _SUBJECT_COLUMNS = (
     "id", "state", "anomalies", "events", "first_event_at", "first_event_ns",
     "last_event_at", "last_event_ns", "last_major", "last_minor", "last_key",
-    "last_received_at",
+    "last_received_at", "received_hour",
 )  # fmt: skip
+_HOUR = _SUBJECT_COLUMNS.index("received_hour")
+# Indexed columns of a stored subject that are assigned only when they change.
+_MOVING = ("state", "anomalies", "received_hour")
 _INSERT: dict[Kind, str] = {
     "flow": "INSERT INTO flow_events (id, dedup_key, instance_id, type, version, event_created, "
     "event_ns, outcome, reason, out_of_order, deliveries, received_at, last_delivery_at, "
@@ -74,6 +78,9 @@ class SQLiteTransaction:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        # The stored `received_hour` of the subjects read (`put_subjects` moves it only
+        # when it changes).
+        self._hours: dict[Kind, dict[str, int | None]] = {"flow": {}, "document": {}}
 
     def known_keys(self, kind: Kind, callbacks: Iterable[Callback]) -> dict[str, bool]:
         # One point lookup each on the (subject, position, key) keys: their primary key is
@@ -89,6 +96,7 @@ class SQLiteTransaction:
 
     def subjects(self, kind: Kind, ids: Iterable[str]) -> dict[str, Subject]:
         rows = self._in(f"SELECT * FROM {SUBJECTS[kind]} WHERE id IN ({{}})", list(ids))
+        self._hours[kind].update((row["id"], row["received_hour"]) for row in rows)
         return {row["id"]: subject(kind, row) for row in rows}
 
     def history(self, kind: Kind, subject_id: str) -> list[Entry]:
@@ -130,8 +138,9 @@ class SQLiteTransaction:
     def put_subjects(self, kind: Kind, subjects: Sequence[Subject]) -> None:
         shown = SHOWN if kind == "document" else ()
         names = (*_SUBJECT_COLUMNS, *shown)
-        rows = {s.id: (s.id, s.state, s.anomalies, s.events, _spelled(s.first_ns), s.first_ns, _spelled(s.last_ns),
-                       s.last_ns, s.last[0][0], s.last[0][1], s.last[1], s.last_received_at,
+        rows = {s.id: (s.id, s.state, s.anomalies, s.events, _spelled(s.first_ns), s.first_ns,
+                       _spelled(s.last_ns), s.last_ns, s.last[0][0], s.last[0][1], s.last[1],
+                       s.last_received_at, _hour(s.last_received_at),
                        *(s.shown.get(name) for name in shown)) for s in subjects}  # fmt: skip
         # A new subject's `seq` is the next number: `KEYS` keeps its events in that order.
         self.conn.executemany(
@@ -141,18 +150,20 @@ class SQLiteTransaction:
             + ", ".join(f"{name} = excluded.{name}" for name in names[1:]),
             [rows[s.id] for s in subjects if s.stored_state is None],
         )
-        # A stored subject gets its state and anomaly count only when they change: an
-        # UPDATE that assigns a column rewrites its index entries even with the value they
-        # had, and the (state, seq) index and the partial index of anomalous subjects would
-        # each write a page per subject and commit.
-        updates: dict[tuple[bool, bool], list[Subject]] = {}
+        # A stored subject gets its state, anomaly count and hour of receipt only when they
+        # change: an UPDATE that assigns a column rewrites its index entries even with the
+        # value they had, and the (state, seq), (state, received_hour) and anomalous-subject
+        # indexes would each write a page per subject and commit.
+        updates: dict[tuple[bool, ...], list[Subject]] = {}
+        hours = self._hours[kind]
         for s in subjects:
             if s.stored_state is not None:
-                changed = (s.state != s.stored_state, s.anomalies != s.stored_anomalies)
+                changed = (s.state != s.stored_state, s.anomalies != s.stored_anomalies,
+                           rows[s.id][_HOUR] != hours.get(s.id))  # fmt: skip
                 updates.setdefault(changed, []).append(s)
-        for (state, anomalies), chosen in updates.items():
-            moved = {name for name, on in (("state", state), ("anomalies", anomalies)) if on}
-            skipped = {"id", "state", "anomalies"} - moved
+        for which, chosen in updates.items():
+            moved = {name for name, on in zip(_MOVING, which, strict=True) if on}
+            skipped = {"id", *_MOVING} - moved
             positions = [n for n, name in enumerate(names) if name not in skipped]
             self.conn.executemany(
                 f"UPDATE {SUBJECTS[kind]} SET "
@@ -239,6 +250,14 @@ def subject(kind: Kind, row: sqlite3.Row) -> Subject:
         last_received_at=row["last_received_at"], stored_state=row["state"],
         stored_anomalies=row["anomalies"], shown=shown,
     )  # fmt: skip
+
+
+@lru_cache(maxsize=8)  # a batch's subjects share one time of receipt
+def _hour(received_at: str | None) -> int | None:
+    """The hour of a receipt, as hours since the epoch: `received_hour`, which the index
+    behind the stuck lists holds instead of the time, so that its entry moves once an
+    hour rather than at every callback (migration m010)."""
+    return None if received_at is None else parse_timestamp(received_at).ns // HOUR_NS
 
 
 def _spelled(ns: int | None) -> str | None:
