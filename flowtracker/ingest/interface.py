@@ -4,16 +4,15 @@ workers and the socket to the writer process need no more than this."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from flowtracker.engine.events import Kind
 from flowtracker.errors import MalformedCallback
 
 
-@dataclass(frozen=True, slots=True)
-class CallbackRequest:
-    """One callback request as the HTTP worker read it."""
+class CallbackRequest(NamedTuple):
+    """One callback request as the HTTP worker read it. (Tuples, these two: made and
+    taken apart for every callback, on both sides of the writer's socket.)"""
 
     kind: Kind
     body: bytes
@@ -22,8 +21,7 @@ class CallbackRequest:
     cut_short: MalformedCallback | None = None  # the body was over the limit or too slow
 
 
-@dataclass(frozen=True, slots=True)
-class Receipt:
+class Receipt(NamedTuple):
     """What a delivery did: the answer a sender gets once it is durably stored."""
 
     outcome: str  # applied | illegal | ignored | duplicate

@@ -115,7 +115,8 @@ class _Batch:
     def write(self, receipts: Sequence[Receipt]) -> None:
         # The outcome each delivery got when it arrived: a late event may change the stored
         # outcomes, but these only grow (Prometheus counters).
-        deltas: Counter[str] = Counter(f"arrived.{r.kind}.{r.outcome}" for r in receipts)
+        arrived = Counter((r.kind, r.outcome) for r in receipts)
+        deltas = Counter({f"arrived.{kind}.{outcome}": n for (kind, outcome), n in arrived.items()})
         for kind in LIFECYCLES:
             touched = list(self.touched[kind].values())
             fresh = [entry for s in touched for entry in s.fresh]
@@ -162,19 +163,18 @@ def _rebuild_page(
 def _deltas(
     kind: Kind, touched: list[Subject], fresh: list[Entry], changed: list[Entry], repeats: int
 ) -> Counter[str]:
-    """How this batch moves the counters behind /status."""
-    deltas: Counter[str] = Counter({f"{kind}.duplicate": repeats})
-    for entry in fresh:
-        deltas[f"{kind}.outcome.{entry.verdict.outcome}"] += 1
-        deltas[f"{kind}.out_of_order"] += entry.out_of_order
+    """How this batch moves the counters behind /status (counted first, named once)."""
+    outcomes = Counter(entry.verdict.outcome for entry in fresh)
     for entry in changed:
         if entry.stored is not None and entry.stored != entry.verdict:
-            deltas[f"{kind}.outcome.{entry.stored.outcome}"] -= 1
-            deltas[f"{kind}.outcome.{entry.verdict.outcome}"] += 1
-    for subject in touched:
-        if subject.stored_state is not None:
-            deltas[f"{kind}.state.{subject.stored_state}"] -= 1
-        deltas[f"{kind}.state.{subject.state}"] += 1
+            outcomes[entry.stored.outcome] -= 1
+            outcomes[entry.verdict.outcome] += 1
+    states = Counter(subject.state for subject in touched)
+    states.subtract(s.stored_state for s in touched if s.stored_state is not None)
+    deltas = Counter({f"{kind}.outcome.{outcome}": n for outcome, n in outcomes.items()})
+    deltas.update({f"{kind}.state.{state}": n for state, n in states.items()})
+    deltas[f"{kind}.duplicate"] = repeats
+    deltas[f"{kind}.out_of_order"] = sum(entry.out_of_order for entry in fresh)
     return deltas
 
 

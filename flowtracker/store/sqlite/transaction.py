@@ -78,9 +78,9 @@ class SQLiteTransaction:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
-        # The stored `received_hour` of the subjects read (`put_subjects` moves it only
-        # when it changes).
-        self._hours: dict[Kind, dict[str, int | None]] = {"flow": {}, "document": {}}
+        # The stored rows of the subjects read: `put_subjects` moves `received_hour` only
+        # when it changes, and spells again only the times that changed.
+        self._stored: dict[Kind, dict[str, sqlite3.Row]] = {"flow": {}, "document": {}}
 
     def known_keys(self, kind: Kind, callbacks: Iterable[Callback]) -> dict[str, bool]:
         # One point lookup each on the (subject, position, key) keys: their primary key is
@@ -96,7 +96,7 @@ class SQLiteTransaction:
 
     def subjects(self, kind: Kind, ids: Iterable[str]) -> dict[str, Subject]:
         rows = self._in(f"SELECT * FROM {SUBJECTS[kind]} WHERE id IN ({{}})", list(ids))
-        self._hours[kind].update((row["id"], row["received_hour"]) for row in rows)
+        self._stored[kind].update((row["id"], row) for row in rows)
         return {row["id"]: subject(kind, row) for row in rows}
 
     def history(self, kind: Kind, subject_id: str) -> list[Entry]:
@@ -138,8 +138,9 @@ class SQLiteTransaction:
     def put_subjects(self, kind: Kind, subjects: Sequence[Subject]) -> None:
         shown = SHOWN if kind == "document" else ()
         names = (*_SUBJECT_COLUMNS, *shown)
-        rows = {s.id: (s.id, s.state, s.anomalies, s.events, _spelled(s.first_ns), s.first_ns,
-                       _spelled(s.last_ns), s.last_ns, s.last[0][0], s.last[0][1], s.last[1],
+        stored = self._stored[kind]
+        rows = {s.id: (s.id, s.state, s.anomalies, s.events, *_times(s, stored.get(s.id)),
+                       s.last[0][0], s.last[0][1], s.last[1],
                        s.last_received_at, _hour(s.last_received_at),
                        *(s.shown.get(name) for name in shown)) for s in subjects}  # fmt: skip
         # A new subject's `seq` is the next number: `KEYS` keeps its events in that order.
@@ -155,11 +156,10 @@ class SQLiteTransaction:
         # value they had, and the (state, seq), (state, received_hour) and anomalous-subject
         # indexes would each write a page per subject and commit.
         updates: dict[tuple[bool, ...], list[Subject]] = {}
-        hours = self._hours[kind]
         for s in subjects:
             if s.stored_state is not None:
                 changed = (s.state != s.stored_state, s.anomalies != s.stored_anomalies,
-                           rows[s.id][_HOUR] != hours.get(s.id))  # fmt: skip
+                           rows[s.id][_HOUR] != stored[s.id]["received_hour"])  # fmt: skip
                 updates.setdefault(changed, []).append(s)
         for which, chosen in updates.items():
             moved = {name for name, on in zip(_MOVING, which, strict=True) if on}
@@ -258,6 +258,16 @@ def _hour(received_at: str | None) -> int | None:
     behind the stuck lists holds instead of the time, so that its entry moves once an
     hour rather than at every callback (migration m010)."""
     return None if received_at is None else parse_timestamp(received_at).ns // HOUR_NS
+
+
+def _times(s: Subject, stored: sqlite3.Row | None) -> tuple[object, ...]:
+    """first_event_at, first_event_ns, last_event_at, last_event_ns: spelled canonically,
+    again only for a time that changed (most subjects keep their first)."""
+    if stored is None:
+        return (_spelled(s.first_ns), s.first_ns, _spelled(s.last_ns), s.last_ns)
+    first = stored["first_event_at"] if stored["first_event_ns"] == s.first_ns else None
+    last = stored["last_event_at"] if stored["last_event_ns"] == s.last_ns else None
+    return (first or _spelled(s.first_ns), s.first_ns, last or _spelled(s.last_ns), s.last_ns)
 
 
 def _spelled(ns: int | None) -> str | None:
