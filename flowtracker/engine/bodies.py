@@ -86,6 +86,12 @@ def too_deep(value: Any, text: str | bytes | None = None, limit: int = MAX_NESTI
     return True
 
 
+def too_deep_text(text: str | bytes) -> bool:
+    """Whether JSON `text` might nest deeper than `MAX_NESTING` (it has more opening
+    brackets than that): False is certain, True needs a decoded look (`too_deep`)."""
+    return _openers(text) > MAX_NESTING
+
+
 def too_deep_fields(
     fields: Mapping[str, Any], text: bytes, *, skip: tuple[str, ...] = ()
 ) -> dict[str, str]:

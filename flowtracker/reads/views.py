@@ -9,7 +9,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from flowtracker.engine.bodies import document_payload, stored_json
+import orjson
+
+from flowtracker.engine.bodies import document_payload, stored_json, too_deep_text
 from flowtracker.engine.events import Kind
 from flowtracker.engine.lifecycles import DOCUMENT, FLOW
 from flowtracker.engine.timestamps import format_ns
@@ -29,17 +31,20 @@ class Page:
     cursor: str | None = None
 
 
-def instance(store: Store, instance_id: str) -> dict[str, Any]:
-    """One flow instance with its events in event-time order."""
+def instance(store: Store, instance_id: str, *, raw: bool = False) -> dict[str, Any]:
+    """One flow instance with its events in event-time order. With `raw`, each payload
+    is the stored body itself, unparsed (`orjson.Fragment`), for a response rendered by
+    orjson: what the read API serves."""
     found = store.subject_history("flow", instance_id.lower())
     if found is None:
         raise NotFound(f"no flow instance {instance_id!r}", {"id": instance_id})
     row, events = found
-    return {**instance_summary(row), "events": [_flow_event(event) for event in events]}
+    return {**instance_summary(row), "events": [_flow_event(event, raw) for event in events]}
 
 
-def document(store: Store, document_id: str) -> dict[str, Any]:
-    """One document with its snapshots in (object_version, mtime) order."""
+def document(store: Store, document_id: str, *, raw: bool = False) -> dict[str, Any]:
+    """One document with its snapshots in (object_version, mtime) order (`raw`: as for
+    `instance`; a snapshot's payload is made of three fields and is always decoded)."""
     found = store.subject_history("document", document_id)
     if found is None:
         raise NotFound(f"no document {document_id!r}", {"id": document_id})
@@ -170,13 +175,14 @@ def _seq(tag: str, value: str) -> int:
     return int(value)
 
 
-def _flow_event(row: EventRow) -> dict[str, Any]:
-    return {
-        "type": row.label,
-        "event_created": row.time,
-        **_delivery(row),
-        **_payload(*stored_json(row.body)),
-    }
+def _flow_event(row: EventRow, raw: bool) -> dict[str, Any]:
+    # A Flow callback's body is the payload: validated JSON when it was taken, so it can
+    # be served as it is unless it might nest too deep.
+    if raw and not too_deep_text(row.body):
+        payload: dict[str, Any] = {"payload": orjson.Fragment(row.body)}
+    else:
+        payload = _payload(*stored_json(row.body))
+    return {"type": row.label, "event_created": row.time, **_delivery(row), **payload}
 
 
 def _snapshot(row: EventRow) -> dict[str, Any]:

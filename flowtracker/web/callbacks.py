@@ -20,6 +20,7 @@ import json
 import logging
 import time
 
+import orjson
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -36,8 +37,6 @@ from flowtracker.web.runtime import Runtime
 ROUTES: dict[str, Kind] = {"/callbacks/flow": "flow", "/callbacks/document": "document"}
 
 log = logging.getLogger("flowtracker.callbacks")
-# As Starlette's JSONResponse renders, with one encoder instead of one per response.
-_RECEIPT_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _TAKEN = "callback kind=%s id=%s outcome=%s out_of_order=%s latency_ms=%.1f"
 _REFUSED = _TAKEN + " status=%d code=%s"
 
@@ -61,7 +60,7 @@ class CallbackEndpoints:
         except ClientGone:  # nothing was stored, and there is no one to answer
             return
         if isinstance(answer, Receipt):
-            body = _RECEIPT_JSON.encode(answer.to_dict()).encode()
+            body = orjson.dumps(answer.to_dict())
             headers = [(b"content-type", b"application/json"),
                        (b"content-length", str(len(body)).encode())]  # fmt: skip
             await send({"type": "http.response.start", "status": 200, "headers": headers})

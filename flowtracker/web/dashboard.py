@@ -15,7 +15,6 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
@@ -55,7 +54,7 @@ def page(
 
 @page
 async def overview(request: Request, run: Runtime) -> Response:
-    return _render(request, run, "overview.html", await run_in_threadpool(_overview, run))
+    return _render(request, run, "overview.html", _overview(run))
 
 
 def _overview(run: Runtime) -> dict[str, Any]:
@@ -101,7 +100,7 @@ async def _list(request: Request, run: Runtime, kind: Kind) -> Response:
     search = query.lower() if flow else query  # flow instance ids are stored lowercase
     where = replace(where, id_prefix=search or None)
     read = views.instances if flow else views.documents
-    found, pulse = await run_in_threadpool(_read_with_pulse, run, None, read, where, paging)
+    found, pulse = _read_with_pulse(run, None, read, where, paging)
     items = found["items"]
     if search and len(items) == 1 and items[0]["id"] == search and paging.cursor is None:
         return RedirectResponse(subject_url(kind, search), status_code=303)
@@ -129,7 +128,7 @@ async def search(request: Request, run: Runtime) -> Response:
     """The header's box: the list of instances, or of documents when only a document's id
     starts so (a whole id then opens its page)."""
     query = (request.query_params.get("q") or "").strip()
-    found = await run_in_threadpool(_first_match, run, query)
+    found = _first_match(run, query)
     target = "documents" if found == "document" else "instances"
     return RedirectResponse(f"/ui/{target}?{urlencode({'q': query})}", status_code=303)
 
@@ -158,7 +157,7 @@ async def document(request: Request, run: Runtime) -> Response:
 async def _subject(request: Request, run: Runtime, kind: Kind, subject_id: str) -> Response:
     read = views.instance if kind == "flow" else views.document
     watched = (kind, subject_id)
-    data, pulse = await run_in_threadpool(_read_with_pulse, run, watched, read, subject_id)
+    data, pulse = _read_with_pulse(run, watched, read, subject_id)
     lifecycle = FLOW if kind == "flow" else DOCUMENT
     drawn = {trigger for _, trigger, _ in lifecycle.arrows}
     timeline: list[dict[str, Any]] = []
@@ -190,9 +189,7 @@ async def _subject(request: Request, run: Runtime, kind: Kind, subject_id: str) 
 async def quarantine(request: Request, run: Runtime) -> Response:
     cursor = request.query_params.get("cursor") or None
     paging = views.Page(QUARANTINE_PAGE, cursor)
-    found, pulse = await run_in_threadpool(
-        _read_with_pulse, run, None, views.quarantine, paging, PREVIEW_BYTES
-    )
+    found, pulse = _read_with_pulse(run, None, views.quarantine, paging, PREVIEW_BYTES)
     context = {
         "section": "quarantine",
         "page": found,
@@ -209,7 +206,7 @@ async def quarantine(request: Request, run: Runtime) -> Response:
 async def quarantined_body(request: Request, run: Runtime) -> Response:
     """One kept body, whole, as text that no browser will run or render."""
     body_hash = request.path_params["body_hash"]
-    body = await run_in_threadpool(run.store.quarantined_body, body_hash)
+    body = run.store.quarantined_body(body_hash)
     if body is None:
         raise NotFound(f"no quarantined request {body_hash!r}")
     headers = {**HEADERS, "Content-Disposition": "inline"}
@@ -231,7 +228,7 @@ async def pulse(request: Request, run: Runtime) -> Response:
         subject = ("flow", query["flow"].lower())
     elif "document" in query:
         subject = ("document", query["document"])
-    found = await run_in_threadpool(run.store.pulse, subject)
+    found = run.store.pulse(subject)
     if query.get("minute") == "1":
         found = _minute_pulse(found, time.time_ns())
     return JSONResponse({"pulse": found}, headers={"Cache-Control": "no-store"})

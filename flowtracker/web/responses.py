@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+import orjson
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 
@@ -16,6 +18,18 @@ from flowtracker.errors import (
 )
 
 log = logging.getLogger("flowtracker")
+
+
+class FastJSON(JSONResponse):
+    """JSONResponse rendered by orjson: the same compact UTF-8, several times faster, and
+    able to hold stored JSON as it is (`orjson.Fragment`, the read models' raw payloads).
+    Integers past 64 bits, which orjson refuses, are rendered by the json module."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return orjson.dumps(content)
+        except TypeError:
+            return super().render(content)
 
 
 def error_response(request: HTTPConnection, error: FlowtrackerError) -> JSONResponse:
