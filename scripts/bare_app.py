@@ -12,9 +12,15 @@ async def callback(request: Request) -> JSONResponse:
     return JSONResponse({"outcome": "applied"})
 
 
+async def instance(request: Request) -> JSONResponse:
+    """bench_reads.py's baseline: a small JSON answer for a GET."""
+    return JSONResponse({"id": request.path_params["instance_id"], "state": "in_progress"})
+
+
 app = Starlette(
     routes=[
         Route("/callbacks/flow", callback, methods=["POST"]),
         Route("/healthz", lambda request: JSONResponse({"status": "ok"})),
+        Route("/instances/{instance_id}", instance),
     ]
 )

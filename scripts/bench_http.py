@@ -65,7 +65,12 @@ def free_port() -> int:
 
 @contextmanager
 def server(
-    kind: str, workers: int, directory: Path, extra: list[str], root: Path = ROOT
+    kind: str,
+    workers: int,
+    directory: Path,
+    extra: list[str],
+    root: Path = ROOT,
+    db_path: Path | None = None,
 ) -> Iterator[tuple[int, int]]:
     port = free_port()
     python = sys.executable if root == ROOT else str(root / ".venv" / "bin" / "python")
@@ -95,7 +100,7 @@ def server(
             "--port",
             str(port),
             "--db",
-            str(directory / f"bench-{port}.db"),
+            str(db_path or directory / f"bench-{port}.db"),
             *extra,
         ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWTRACKER_")}
