@@ -205,6 +205,7 @@ def load_wrk(port: int, bodies_file: Path, connections: int, seconds: float) -> 
         "rate": rate,
         "requests": total,
         "p50": latency("50"),
+        "p90": latency("90"),
         "p99": latency("99"),
         "errors": int(non2xx.group(1)) if non2xx else 0,
     }

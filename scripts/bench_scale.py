@@ -7,10 +7,16 @@
    has been running. Then measures, in the same run, the ingest rate of the same fresh
    workload (new instances with 10% late events, durability full, batches of 1,000) into
    an empty database and into the big one.
-3. Starts `flowtracker serve` on the big database and measures GET /instances/{id},
+3. Callbacks over HTTP (`flowtracker serve`, 64 connections, wrk, durability full) for
+   existing subjects (an authentication attempt, or a redelivery 10% of the time, on
+   instances spread over the whole database) and for new ones, on the big database and
+   on a small one (100,000 events) built in the same run, interleaved: rates and
+   p50/p90/p99. Existing subjects are where a large database costs: their rows, keys
+   and index entries sit at random places of indexes as large as the database.
+4. Starts `flowtracker serve` on the big database and measures GET /instances/{id},
    GET /status and GET /instances?state=in_progress (a page of 50) over loopback: p50/p99
    of sequential requests; and the server's RSS after start-up and after the run.
-4. Prints the database size per million events.
+5. Prints the database size per million events.
 
 Asserts nothing. Usage: python scripts/bench_scale.py [--instances N] [--events E] [--db P]
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import sqlite3
 import sys
 import tempfile
 import time
@@ -33,7 +40,8 @@ import httpx2 as httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_engine import ENDINGS, NS, STEPS, _body, make_lines
-from bench_http import memory_mb
+from bench_http import load_wrk, memory_mb
+from bench_http import server as bench_server
 
 from flowtracker.engine.parsing import parse_line
 from flowtracker.ingest.pipeline import Pipeline
@@ -93,6 +101,41 @@ def latencies(client: httpx.Client, paths: list[str]) -> tuple[float, float]:
     return cuts[49], cuts[98]
 
 
+def existing_ids(path: Path, count: int) -> list[str]:
+    """`count` instance ids spread over the whole database (random `seq`)."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        total = conn.execute("SELECT MAX(seq) FROM instances").fetchone()[0]
+        seqs = random.Random(3).sample(range(1, total + 1), min(count, total))
+        found = [conn.execute("SELECT id FROM instances WHERE seq = ?", (seq,)).fetchone()
+                 for seq in seqs]  # fmt: skip
+    conn.close()
+    return [row[0] for row in found if row]
+
+
+def callbacks_for(ids: list[str], count: int, seed: int) -> list[bytes]:
+    """`count` authentication attempts on `ids`, dated after everything stored (2027),
+    10% of them a redelivery of an earlier one."""
+    rng = random.Random(seed)
+    bodies: list[bytes] = []
+    for n in range(count):
+        if bodies and rng.random() < 0.1:
+            bodies.append(rng.choice(bodies))
+            continue
+        when = 1_800_000_000 * NS + n * 1_000_000 + rng.randrange(1_000_000)
+        bodies.append(_body("authentication_attempted", rng.choice(ids), when, n))
+    return bodies
+
+
+def http_callbacks(
+    db: Path, bodies: list[bytes], directory: Path, seconds: float
+) -> dict[str, float]:
+    """wrk against `flowtracker serve` on `db`, 64 connections."""
+    bodies_file = directory / f"bodies-{time.monotonic_ns()}.jsonl"
+    bodies_file.write_bytes(b"\n".join(bodies) + b"\n")
+    with bench_server("service", 1, directory, [], db_path=db) as (port, _):
+        return load_wrk(port, bodies_file, 64, seconds)
+
+
 def rss_mb(pid: int) -> float:
     return memory_mb(pid, "VmRSS")
 
@@ -104,6 +147,8 @@ def main() -> None:
     parser.add_argument("--workload", type=int, default=50_000, help="events ingested to time")
     parser.add_argument("--requests", type=int, default=2_000, help="per read endpoint")
     parser.add_argument("--db", type=Path, help="reuse (or keep) the big database here")
+    parser.add_argument("--seconds", type=float, default=10, help="per HTTP callback run")
+    parser.add_argument("--skip-engine", action="store_true", help="only the HTTP parts")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         big = args.db or Path(directory) / "big.db"
@@ -143,6 +188,10 @@ def main() -> None:
         took = time.perf_counter() - started
         print(f"page cache: read the whole database once ({took:.0f} s)")
 
+        http_section(big, Path(directory), args.seconds)
+        if args.skip_engine:
+            return
+
         # Best of two alternating turns each (the machine is shared). Each turn is a new
         # workload of new instances: a reused database already holds earlier ones.
         empty = full = 0.0
@@ -176,6 +225,36 @@ def main() -> None:
             f"server RSS (with its writer): {start_rss:.0f} MB after start-up, "
             f"{end_rss:.0f} MB after the reads ({end_rss - start_rss:+.0f} MB)"
         )
+
+
+def http_section(big: Path, directory: Path, seconds: float) -> None:
+    """Existing and new subjects over HTTP, on the big and a small database, in turns."""
+    small = directory / "small.db"
+    build(small, 10_000, 100_000, seed=12)
+    ids = {"big": existing_ids(big, 20_000), "small": existing_ids(small, 20_000)}
+    print(
+        f"callbacks over HTTP: 64 connections, {seconds:g} s per run, durability full, "
+        "2 turns (each line the better one)"
+    )
+    best: dict[tuple[str, str], dict[str, float]] = {}
+    for turn in range(2):
+        for name, db in (("small", small), ("big", big)):
+            new = [str(uuid.UUID(int=random.Random(turn).getrandbits(128) + n, version=4))
+                   for n in range(20_000)]  # fmt: skip
+            for which, pool in (("existing", ids[name]), ("new", new)):
+                bodies = callbacks_for(pool, 200_000, seed=turn * 10 + len(name))
+                found = http_callbacks(db, bodies, directory, seconds)
+                if found["rate"] > best.get((name, which), {"rate": 0})["rate"]:
+                    best[name, which] = found
+    for which in ("existing", "new"):
+        for name in ("small", "big"):
+            found = best[name, which]
+            ratio = found["rate"] / best["small", which]["rate"]
+            print(
+                f"  {which:<8} subjects, {name:<5} database: {found['rate']:>7,.0f}/s "
+                f"({ratio:.0%} of small)  p50 {found['p50']:5.1f}  p90 {found['p90']:5.1f}  "
+                f"p99 {found['p99']:5.1f} ms"
+            )
 
 
 if __name__ == "__main__":

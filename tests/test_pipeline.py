@@ -15,6 +15,7 @@ from flowtracker.ingest.interface import Receipt
 from flowtracker.ingest.pipeline import Pipeline
 from flowtracker.reads import summaries, views
 from flowtracker.store.sqlite.backend import SQLiteStore, SQLiteTransaction
+from flowtracker.store.sqlite.connection import BACKSTOP_PAGES, Checkpointer
 from tests.conftest import DOCUMENT, INSTANCE, Clock, at, document_form, flow
 
 FORM = "application/x-www-form-urlencoded"
@@ -294,12 +295,51 @@ def test_empty_batch_is_a_no_op(pipeline: Pipeline) -> None:
     assert pipeline.ingest([]) == []
 
 
+class _Checkpoints:
+    """A connection's checkpoints as the checkpointer sees them: the WAL's size each time."""
+
+    def __init__(self, frames: list[int]) -> None:
+        self.frames = frames
+
+    def execute(self, sql: str) -> Any:
+        assert sql == "PRAGMA wal_checkpoint(PASSIVE)"
+        frames = self.frames.pop(0) if self.frames else 0
+        return type("Row", (), {"fetchone": lambda _: (0, frames, frames)})()
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_checkpointer_turns_eager_past_half_the_backstop(monkeypatch: Any) -> None:
+    waits: list[float] = []
+    checkpointer = Checkpointer.__new__(Checkpointer)
+    checkpointer.conn = _Checkpoints([10, BACKSTOP_PAGES // 2 + 1, BACKSTOP_PAGES, 10])
+    checkpointer.seconds = 0.5
+
+    class Written:  # a commit before every checkpoint
+        def wait(self) -> bool:
+            return True
+
+        def clear(self) -> None:
+            pass
+
+    class Closing:
+        def wait(self, seconds: float) -> bool:  # the waits between checkpoints, recorded
+            waits.append(seconds)
+            return len(waits) > 4
+
+    checkpointer._written = Written()  # type: ignore[assignment]
+    checkpointer._closing = Closing()  # type: ignore[assignment]
+    checkpointer._run()
+    eager = Checkpointer.EAGER_SECONDS
+    assert waits == [0.5, 0.5, eager, eager, 0.5]
+
+
 def test_the_wal_is_copied_back_by_the_checkpointer_not_by_commits(db_path: Path) -> None:
     store = SQLiteStore(db_path, checkpoint_seconds=0.01)
     try:
-        assert (
-            store.connections._writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 10_000
-        )
+        autocheckpoint = store.connections._writer.execute("PRAGMA wal_autocheckpoint")
+        assert autocheckpoint.fetchone()[0] == BACKSTOP_PAGES
         store.connections._writer.execute(
             "PRAGMA wal_checkpoint(TRUNCATE)"
         )  # the baseline, by hand
