@@ -62,10 +62,14 @@ def test_lifecycle_tables_print() -> None:
 @pytest.mark.slow
 def test_bench_scale_prints_its_figures() -> None:
     out = run("scripts/bench_scale.py", "--instances", "300", "--events", "3000",
-              "--workload", "1000", "--requests", "40")  # fmt: skip
-    labels = [line.split(":")[0].split("  ")[0].strip() for line in out.splitlines()[2:]]
+              "--workload", "1000", "--requests", "40", "--seconds", "1")  # fmt: skip
+    labels = [
+        " ".join(line.split(":")[0].split(" p50")[0].split()) for line in out.splitlines()[2:]
+    ]
     assert labels == [
-        "database", "page cache",
+        "database", "page cache", "callbacks over HTTP",
+        "existing subjects, small database", "existing subjects, big database",
+        "new subjects, small database", "new subjects, big database",
         "ingest, empty database", "ingest, big database", "GET /instances/{id}",
         "GET /status", "GET /instances?state=in_progress", "server RSS (with its writer)",
     ]  # fmt: skip
