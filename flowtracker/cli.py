@@ -20,8 +20,8 @@ from flowtracker.reads import summaries, views
 from flowtracker.reads.text import clip, document_text, instance_text, summary_text
 from flowtracker.scrive.cli import simulate_command
 from flowtracker.settings import Settings, SettingsError
-from flowtracker.store.sqlite.backend import SQLiteStore
-from flowtracker.store.sqlite.connection import Access
+from flowtracker.store.opening import Access, open_store
+from flowtracker.store.protocol import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -34,8 +34,9 @@ def db_option(func: F) -> F:
         default="flowtracker.db",
         show_default=True,
         show_envvar=True,
-        type=click.Path(dir_okay=False),
-        help="The SQLite database file.",
+        metavar="FILE|URL",
+        help="The SQLite database file, or a PostgreSQL database as "
+        "postgresql://USER:PASSWORD@HOST:PORT/DATABASE.",
     )(func)
 
 
@@ -127,7 +128,7 @@ def serve(
         settings = Settings.from_env(
             os.environ, db_path=db_path, durability=durability, log_format=log_format
         )
-        SQLiteStore(settings.db_path, durability=settings.durability).close()  # fail early
+        open_store(settings.db_path, durability=settings.durability).close()  # fail early
     except (SettingsError, FlowtrackerError) as error:
         raise click.ClickException(str(error)) from None
     options = ServeOptions(
@@ -259,16 +260,58 @@ def migrate(db_path: str) -> None:
     """
     try:
         settings = Settings.from_env(os.environ, db_path=db_path)
-        store = SQLiteStore(settings.db_path, busy_timeout_ms=settings.busy_timeout_ms)
+        store = open_store(settings.db_path, busy_timeout_ms=settings.busy_timeout_ms)
     except (SettingsError, FlowtrackerError) as error:
         raise click.ClickException(str(error)) from None
-    applied = store.connections.applied
+    applied = store.applied
     store.close()
     if applied:
         noun = "migration" if len(applied) == 1 else "migrations"
-        click.echo(f"{db_path}: applied {len(applied)} {noun} ({', '.join(applied)})")
+        click.echo(f"{store.path}: applied {len(applied)} {noun} ({', '.join(applied)})")
     else:
-        click.echo(f"{db_path}: already up to date")
+        click.echo(f"{store.path}: already up to date")
+
+
+@main.command(name="copy")
+@click.argument("source", metavar="SOURCE")
+@click.argument("destination", metavar="DESTINATION")
+def copy_command(source: str, destination: str) -> None:
+    """Copy every event, subject, quarantined request and counter from SOURCE to
+    DESTINATION: each a SQLite file or a postgresql:// URL, either way round.
+
+    DESTINATION must be new or empty (it is created and migrated); SOURCE is only read.
+    Afterwards every read answers the same on both. To move from SQLite to PostgreSQL:
+    stop the servers, `flowtracker copy flowtracker.db postgresql://...`, start them on
+    the URL.
+    """
+    from flowtracker.store.copying import copy, size
+
+    if source == destination:
+        raise click.ClickException("SOURCE and DESTINATION are the same database")
+    with _opened(source) as (settings, origin):
+        try:
+            target = open_store(
+                destination, durability=settings.durability,
+                busy_timeout_ms=settings.busy_timeout_ms,
+            )  # fmt: skip
+        except FlowtrackerError as error:
+            raise click.ClickException(error.message) from None
+        try:
+            with click.progressbar(
+                length=size(origin), label="copying", file=sys.stderr,
+                hidden=not sys.stderr.isatty(),
+            ) as bar:  # fmt: skip
+                copied = copy(origin, target, bar.update)
+        except FlowtrackerError as error:
+            raise click.ClickException(error.message) from None
+        finally:
+            target.close()
+    events = copied["flow_events"] + copied["document_snapshots"]
+    subjects = copied["instances"] + copied["documents"]
+    click.echo(
+        f"copied {events} events of {subjects} subjects and {copied['quarantine']} "
+        f"quarantined requests from {origin.path} to {target.path}"
+    )
 
 
 @main.command(name="quarantine")
@@ -300,23 +343,23 @@ def quarantine_command(db_path: str, limit: int, as_json: bool) -> None:
 
 
 @contextmanager
-def _opened(db_path: str, access: Access = "read") -> Iterator[tuple[Settings, SQLiteStore]]:
+def _opened(db_path: str, access: Access = "read") -> Iterator[tuple[Settings, Store]]:
     """The settings (flags over FLOWTRACKER_* variables) and the database they name,
-    opened for `access` (`SQLiteStore`: a read creates, migrates and writes nothing)."""
+    opened for `access` (`open_store`: a read creates, migrates and writes nothing)."""
     try:
         settings = Settings.from_env(os.environ, db_path=db_path)
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
     try:
-        store = SQLiteStore(
+        store = open_store(
             settings.db_path,
             access=access,
             durability=settings.durability,
             busy_timeout_ms=settings.busy_timeout_ms,
         )
-        if store.connections.pending:
+        if store.pending:
             click.echo(
-                f"note: {db_path} lacks migrations ({', '.join(store.connections.pending)}); "
+                f"note: {store.path} lacks migrations ({', '.join(store.pending)}); "
                 "it reads as it is, and `flowtracker migrate` brings it up to date",
                 err=True,
             )
@@ -328,7 +371,7 @@ def _opened(db_path: str, access: Access = "read") -> Iterator[tuple[Settings, S
         raise click.ClickException(error.message) from None
 
 
-def _lookup(store: SQLiteStore, subject_id: str) -> tuple[str, dict[str, Any]]:
+def _lookup(store: Store, subject_id: str) -> tuple[str, dict[str, Any]]:
     try:
         return "flow", views.instance(store, subject_id)
     except NotFound:

@@ -14,6 +14,8 @@ FlowtrackerError
 ├── RequestHeadersTooLarge   431 request_headers_too_large (refused before any app ran)
 ├── InvalidQuery             422 invalid_query (details: {parameter: reason})
 ├── StorageUnavailable       503 storage_unavailable (the request may be retried)
+│   └── TransactionConflict  the database aborted a transaction to keep concurrent ones
+│                            apart (PostgreSQL); the pipeline runs it again first
 └── UnusableDatabase         the database cannot be used as it is (not flowtracker's,
                              newer, in need of migrating, absent): the command says why
 """
@@ -110,6 +112,11 @@ class StorageUnavailable(FlowtrackerError):
     """The database cannot take the write now; nothing was written, the sender should retry."""
 
     status, code = 503, "storage_unavailable"
+
+
+class TransactionConflict(StorageUnavailable):
+    """The database aborted the transaction (a serialization failure, a deadlock) so that
+    concurrent ones stay apart; running it again from the start will do."""
 
 
 class UnusableDatabase(FlowtrackerError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
@@ -69,6 +70,7 @@ class Settings:
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
         for secret in ("callback_token", "read_token"):
             shown[secret] = "<set>" if shown[secret] else None
+        shown["db_path"] = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", self.db_path)
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
     @classmethod

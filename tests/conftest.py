@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,10 @@ from urllib.parse import urlencode
 import pytest
 
 from flowtracker.ingest.pipeline import Pipeline
+from flowtracker.store.opening import open_store
+from flowtracker.store.protocol import Store
 from flowtracker.store.sqlite.backend import SQLiteStore
+from tests.postgres_server import PostgresServer, binaries
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 T0 = 1_800_000_000_000_000_000  # 2027-01-15T08:00:00Z in ns: "now" for the tests' clock
@@ -45,6 +50,39 @@ def db_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def store(db_path: Path) -> Iterator[SQLiteStore]:
     store = SQLiteStore(db_path)
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the whole session (`tests.postgres_server`)."""
+    found = binaries()
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but PostgreSQL is not installed: scripts/test installs it")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql); CI runs these")
+    server = PostgresServer(found)
+    yield server
+    server.close()
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty database on each backend, as `--db` names it: a file or a URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "flowtracker.db")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.database(f"test_{os.getpid()}_{next(_databases)}")
+
+
+@pytest.fixture
+def any_store(target: str) -> Iterator[Store]:
+    """A store on each backend, through one fixture."""
+    store = open_store(target)
     yield store
     store.close()
 

@@ -34,10 +34,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(db: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Server]:
-    """Run the server until the block ends, then stop it with SIGTERM as an operator would."""
+def serving(
+    db: Path | str, *args: str, env: dict[str, str] | None = None, logs: Path | None = None
+) -> Iterator[Server]:
+    """Run the server until the block ends, then stop it with SIGTERM as an operator would.
+    `db` is a SQLite file or a PostgreSQL URL (then its log goes to `logs`)."""
     port = free_port()
-    log = db.with_suffix(f".{port}.log")
+    log = (logs / f"serve.{port}.log") if logs else Path(db).with_suffix(f".{port}.log")
     environment = {k: v for k, v in os.environ.items() if not k.startswith("FLOWTRACKER_")}
     with log.open("wb") as out:
         process = subprocess.Popen(

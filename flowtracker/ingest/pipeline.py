@@ -10,21 +10,25 @@ together, and the transaction commits before any receipt is handed out.
 
 from __future__ import annotations
 
+import random
 import time
 from bisect import insort
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from flowtracker.engine.events import Callback, Kind
 from flowtracker.engine.fold import is_neutral, judge, refold
 from flowtracker.engine.lifecycles import DOCUMENT, FLOW, Lifecycle
 from flowtracker.engine.records import Entry, Subject
 from flowtracker.engine.timestamps import format_ns
+from flowtracker.errors import TransactionConflict
 from flowtracker.ingest.interface import Receipt
 from flowtracker.store.protocol import Store, Transaction
 
 LIFECYCLES: dict[Kind, Lifecycle] = {"flow": FLOW, "document": DOCUMENT}
+T = TypeVar("T")
 
 
 class Pipeline:
@@ -38,7 +42,13 @@ class Pipeline:
         """Store a batch of callbacks in one transaction; a receipt for each, in order."""
         if not callbacks:
             return []
+        return _again_on_conflict(lambda: self._ingest(callbacks))
+
+    def _ingest(self, callbacks: Sequence[Callback]) -> list[Receipt]:
         with self.store.transaction() as tx:
+            # Every subject of the batch held first, in one global order (PostgreSQL:
+            # receivers that share subjects take turns and never deadlock).
+            tx.lock((c.kind, c.subject_id) for c in callbacks)
             batch = _Batch(tx, self.clock(), callbacks)
             receipts = [batch.take(callback) for callback in callbacks]
             batch.write(receipts)
@@ -50,8 +60,9 @@ class Pipeline:
         for kind, lifecycle in LIFECYCLES.items():
             after = ""
             while ids := self.store.subject_ids(kind, after, page):
-                with self.store.transaction() as tx:
-                    _rebuild_page(tx, kind, lifecycle, ids, counts)
+                rebuilt = partial(_rebuild_page, self.store, kind, lifecycle, ids)
+                for name, n in _again_on_conflict(rebuilt).items():
+                    counts[name] += n
                 after = ids[-1]
         with self.store.transaction() as tx:
             tx.recount()
@@ -143,21 +154,42 @@ class _Batch:
         return subject.history
 
 
+CONFLICT_ATTEMPTS = 5  # runs of a transaction the database aborts to keep others apart
+
+
+def _again_on_conflict(run: Callable[[], T]) -> T:
+    """`run()`, run again (after a short random pause) when the database aborted its
+    transaction for a concurrent one (`TransactionConflict`); the last failure is a
+    `StorageUnavailable` like any other: the sender retries later."""
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            return run()
+        except TransactionConflict:
+            if attempt == CONFLICT_ATTEMPTS:
+                raise
+            time.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311 (jitter)
+    raise AssertionError("unreachable")
+
+
 def _rebuild_page(
-    tx: Transaction, kind: Kind, lifecycle: Lifecycle, ids: Sequence[str], counts: dict[str, int]
-) -> None:
-    subjects = tx.subjects(kind, set(ids))
-    for subject in subjects.values():
-        history = tx.history(kind, subject.id)
-        before = subject.state
-        refold(lifecycle, subject, history)
-        changed = [entry for entry in history if entry.changed]
-        tx.set_verdicts(kind, changed)
-        counts["subjects"] += 1
-        counts["events"] += len(history)
-        counts["changed_outcomes"] += len(changed)
-        counts["changed_states"] += subject.state != before
-    tx.put_subjects(kind, list(subjects.values()))
+    store: Store, kind: Kind, lifecycle: Lifecycle, ids: Sequence[str]
+) -> dict[str, int]:
+    counts = {"subjects": 0, "events": 0, "changed_outcomes": 0, "changed_states": 0}
+    with store.transaction() as tx:
+        tx.lock((kind, subject_id) for subject_id in ids)
+        subjects = tx.subjects(kind, set(ids))
+        for subject in subjects.values():
+            history = tx.history(kind, subject.id)
+            before = subject.state
+            refold(lifecycle, subject, history)
+            changed = [entry for entry in history if entry.changed]
+            tx.set_verdicts(kind, changed)
+            counts["subjects"] += 1
+            counts["events"] += len(history)
+            counts["changed_outcomes"] += len(changed)
+            counts["changed_states"] += subject.state != before
+        tx.put_subjects(kind, list(subjects.values()))
+    return counts
 
 
 def _deltas(

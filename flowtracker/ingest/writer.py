@@ -38,7 +38,7 @@ from flowtracker.ingest.interface import CallbackRequest
 from flowtracker.ingest.pipeline import Pipeline
 from flowtracker.ingest.wire import GONE, Framed, receipt_fields
 from flowtracker.settings import Settings
-from flowtracker.store.sqlite.backend import SQLiteStore
+from flowtracker.store.opening import open_store
 
 log = logging.getLogger("flowtracker")
 
@@ -118,7 +118,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 async def _serve(settings: Settings, socket_path: str) -> None:
     loop = asyncio.get_running_loop()
     done = False
-    store = SQLiteStore(
+    store = open_store(
         settings.db_path, durability=settings.durability, busy_timeout_ms=settings.busy_timeout_ms
     )
     try:

@@ -1,8 +1,9 @@
 """The storage protocol: what the write path and the read models need from a database.
 
-A backend (`store/sqlite/`) implements `Store`, whose write transactions implement
-`Transaction`; reads answer the typed rows of `store.rows`. Errors of the database never
-leave a store: it raises `StorageUnavailable` (or, when it opens, `UnusableDatabase`).
+A backend (`store/sqlite/`, `store/postgres/`) implements `Store`, whose write
+transactions implement `Transaction`; reads answer the typed rows of `store.rows`.
+Errors of the database never leave a store: it raises `StorageUnavailable` (or, when it
+opens, `UnusableDatabase`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from flowtracker.store.rows import AnomalyRow, EventRow, QuarantineRow, SubjectR
 
 class Transaction(Protocol):
     """The reads and writes of one ingest transaction; all or nothing."""
+
+    def lock(self, subjects: Iterable[tuple[Kind, str]]) -> None:
+        """Hold these subjects against other writers until the transaction ends (before
+        anything of theirs is read). A backend whose write transactions already exclude
+        each other does nothing."""
 
     def known_keys(self, kind: Kind, callbacks: Iterable[Callback]) -> dict[str, bool]:
         """The dedup keys of these callbacks that are stored, with their `out_of_order`."""
@@ -43,6 +49,9 @@ class Transaction(Protocol):
 
     def bump(self, deltas: Mapping[str, int]) -> None:
         """Add to the named counters (outcomes, states, out of order, duplicates)."""
+
+    def load(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Store rows copied from another database as they were (`tables.COPIED`)."""
 
     def recount(self) -> None:
         """Compute every counter again from the stored events and subjects."""
@@ -74,6 +83,17 @@ class SubjectFilter:
 
 class Store(Protocol):
     """A database holding events, subjects and the quarantine."""
+
+    path: str  # how messages name it (a URL's password masked)
+    reads_block: bool  # whether a read waits on the network (then not on an event loop)
+
+    @property
+    def applied(self) -> list[str]:
+        """The migrations that opening it applied."""
+
+    @property
+    def pending(self) -> list[str]:
+        """Migrations a reader goes on without (they change nothing it reads)."""
 
     def transaction(self) -> AbstractContextManager[Transaction]:
         """A write transaction: commits on success, rolls back on any exception."""
@@ -125,6 +145,10 @@ class Store(Protocol):
 
     def received_since(self, minute: str) -> dict[str, int]:
         """Callbacks taken per minute (YYYY-MM-DDTHH:MM) from `minute` on; quiet ones absent."""
+
+    def rows(self, table: str, after: Any, limit: int) -> list[dict[str, Any]]:
+        """The stored rows of one of `tables.COPIED`, in its key's order, after `after`
+        (None: from the first), by column name; for `flowtracker copy`."""
 
     def ping(self) -> None:
         """Raise StorageUnavailable unless the database answers and takes a write."""

@@ -31,7 +31,7 @@ from flowtracker.ingest.wire import WRITER_SOCKET
 from flowtracker.logs import lighten
 from flowtracker.reads.metrics import StoreCollector, request_latency
 from flowtracker.settings import Settings
-from flowtracker.store.sqlite.backend import SQLiteStore
+from flowtracker.store.opening import open_store
 from flowtracker.web import callbacks, dashboard, reads, session
 from flowtracker.web.auth import RedactTokens
 from flowtracker.web.guard import HEAD_LIMITS, HeadLimits
@@ -58,7 +58,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        store = SQLiteStore(
+        store = open_store(
             settings.db_path,
             durability=settings.durability,
             busy_timeout_ms=settings.busy_timeout_ms,

@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -27,7 +28,7 @@ from flowtracker.reads import summaries, views
 from flowtracker.reads.diagram import layout
 from flowtracker.web.charts import first_minute, sparkline
 from flowtracker.web.reads import list_query
-from flowtracker.web.runtime import Runtime
+from flowtracker.web.runtime import Runtime, off_the_loop
 from flowtracker.web.session import signed_in, signed_in_json
 from flowtracker.web.templating import HEADERS, path_part, render
 
@@ -39,21 +40,25 @@ PREVIEW_BYTES = 4096  # of a quarantined body on its page; the rest by its own l
 
 
 def page(
-    handler: Callable[[Request, Runtime], Awaitable[Response]],
+    handler: Callable[[Request, Runtime], Response],
 ) -> Callable[[Request], Awaitable[Response]]:
-    """A signed-in page whose errors are HTML pages in the site's frame."""
+    """A signed-in page whose errors are HTML pages in the site's frame; it reads the
+    store off the event loop when the store asks for it (`off_the_loop`)."""
 
-    async def guarded(request: Request, run: Runtime) -> Response:
+    def guarded(request: Request, run: Runtime) -> Response:
         try:
-            return await handler(request, run)
+            return handler(request, run)
         except FlowtrackerError as error:
             return _render(request, run, "error.html", {"error": error}, status=error.status)
 
-    return signed_in(guarded)
+    async def endpoint(request: Request, run: Runtime) -> Response:
+        return await off_the_loop(run.store, partial(guarded, request, run))
+
+    return signed_in(endpoint)
 
 
 @page
-async def overview(request: Request, run: Runtime) -> Response:
+def overview(request: Request, run: Runtime) -> Response:
     return _render(request, run, "overview.html", _overview(run))
 
 
@@ -83,16 +88,16 @@ def _overview(run: Runtime) -> dict[str, Any]:
 
 
 @page
-async def instances(request: Request, run: Runtime) -> Response:
-    return await _list(request, run, "flow")
+def instances(request: Request, run: Runtime) -> Response:
+    return _list(request, run, "flow")
 
 
 @page
-async def documents(request: Request, run: Runtime) -> Response:
-    return await _list(request, run, "document")
+def documents(request: Request, run: Runtime) -> Response:
+    return _list(request, run, "document")
 
 
-async def _list(request: Request, run: Runtime, kind: Kind) -> Response:
+def _list(request: Request, run: Runtime, kind: Kind) -> Response:
     flow = kind == "flow"
     states = FLOW_STATES if flow else (DOCUMENT_NEW, *DOCUMENT_STATES)
     where, paging = list_query(request, states, run, stuck=flow)
@@ -124,7 +129,7 @@ async def _list(request: Request, run: Runtime, kind: Kind) -> Response:
 
 
 @page
-async def search(request: Request, run: Runtime) -> Response:
+def search(request: Request, run: Runtime) -> Response:
     """The header's box: the list of instances, or of documents when only a document's id
     starts so (a whole id then opens its page)."""
     query = (request.query_params.get("q") or "").strip()
@@ -145,16 +150,16 @@ def _first_match(run: Runtime, query: str) -> Kind | None:
 
 
 @page
-async def instance(request: Request, run: Runtime) -> Response:
-    return await _subject(request, run, "flow", request.path_params["instance_id"].lower())
+def instance(request: Request, run: Runtime) -> Response:
+    return _subject(request, run, "flow", request.path_params["instance_id"].lower())
 
 
 @page
-async def document(request: Request, run: Runtime) -> Response:
-    return await _subject(request, run, "document", request.path_params["document_id"])
+def document(request: Request, run: Runtime) -> Response:
+    return _subject(request, run, "document", request.path_params["document_id"])
 
 
-async def _subject(request: Request, run: Runtime, kind: Kind, subject_id: str) -> Response:
+def _subject(request: Request, run: Runtime, kind: Kind, subject_id: str) -> Response:
     read = views.instance if kind == "flow" else views.document
     watched = (kind, subject_id)
     data, pulse = _read_with_pulse(run, watched, read, subject_id)
@@ -186,7 +191,7 @@ async def _subject(request: Request, run: Runtime, kind: Kind, subject_id: str) 
 
 
 @page
-async def quarantine(request: Request, run: Runtime) -> Response:
+def quarantine(request: Request, run: Runtime) -> Response:
     cursor = request.query_params.get("cursor") or None
     paging = views.Page(QUARANTINE_PAGE, cursor)
     found, pulse = _read_with_pulse(run, None, views.quarantine, paging, PREVIEW_BYTES)
@@ -203,7 +208,7 @@ async def quarantine(request: Request, run: Runtime) -> Response:
 
 
 @page
-async def quarantined_body(request: Request, run: Runtime) -> Response:
+def quarantined_body(request: Request, run: Runtime) -> Response:
     """One kept body, whole, as text that no browser will run or render."""
     body_hash = request.path_params["body_hash"]
     body = run.store.quarantined_body(body_hash)
@@ -214,12 +219,16 @@ async def quarantined_body(request: Request, run: Runtime) -> Response:
 
 
 @page
-async def not_found(request: Request, run: Runtime) -> Response:
+def not_found(request: Request, run: Runtime) -> Response:
     raise NotFound(f"no such page: {request.url.path}")
 
 
 @signed_in_json
 async def pulse(request: Request, run: Runtime) -> Response:
+    return await off_the_loop(run.store, partial(_pulse, request, run))
+
+
+def _pulse(request: Request, run: Runtime) -> Response:
     """The pulse a page watches: `?flow=ID` or `?document=ID`, else everything;
     `minute=1` adds the minute (the overview's sparkline and stuck list move with time)."""
     query = request.query_params

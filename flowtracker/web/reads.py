@@ -1,15 +1,19 @@
 """The read endpoints: JSON from the read models (`reads`), the same the CLI prints with
 --json, and `/metrics`.
 
-Reads run on the event loop itself, not on a thread: a read of one subject takes well
-under a millisecond of Python, which holds the interpreter lock on a thread as much as
-here, and the hop to anyio's threads cost more than the read (docs/performance.md). So a
-worker uses one reader connection, and its page cache, whatever the number of readers.
+On SQLite, reads run on the event loop itself, not on a thread: a read of one subject
+takes well under a millisecond of Python, which holds the interpreter lock on a thread as
+much as here, and the hop to anyio's threads cost more than the read
+(docs/performance.md). So a worker uses one reader connection, and its page cache,
+whatever the number of readers. On PostgreSQL a read waits on the network: on a thread
+(`runtime.off_the_loop`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 from prometheus_client import generate_latest
 from starlette.requests import Request
@@ -22,37 +26,50 @@ from flowtracker.reads import summaries, views
 from flowtracker.store.protocol import SubjectFilter
 from flowtracker.web.auth import require_read_token
 from flowtracker.web.responses import FastJSON
-from flowtracker.web.runtime import Runtime, runtime
+from flowtracker.web.runtime import Runtime, off_the_loop, runtime
 
 _BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 # The classic text format: what every Prometheus version reads.
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
-async def instance(request: Request) -> JSONResponse:
-    run = _reader(request)
+def reading(
+    read: Callable[[Request, Runtime], Response],
+) -> Callable[[Request], Awaitable[Response]]:
+    """An endpoint of the read API: the read token checked, then `read` run on the event
+    loop or off it, as the store asks (`off_the_loop`)."""
+
+    async def endpoint(request: Request) -> Response:
+        run = _reader(request)
+        return await off_the_loop(run.store, partial(read, request, run))
+
+    return endpoint
+
+
+@reading
+def instance(request: Request, run: Runtime) -> JSONResponse:
     return FastJSON(views.instance(run.store, request.path_params["instance_id"], raw=True))
 
 
-async def instances(request: Request) -> JSONResponse:
-    run = _reader(request)
+@reading
+def instances(request: Request, run: Runtime) -> JSONResponse:
     where, page = list_query(request, FLOW_STATES, run)
     return FastJSON(views.instances(run.store, where, page))
 
 
-async def document(request: Request) -> JSONResponse:
-    run = _reader(request)
+@reading
+def document(request: Request, run: Runtime) -> JSONResponse:
     return FastJSON(views.document(run.store, request.path_params["document_id"], raw=True))
 
 
-async def documents(request: Request) -> JSONResponse:
-    run = _reader(request)
+@reading
+def documents(request: Request, run: Runtime) -> JSONResponse:
     where, page = list_query(request, (DOCUMENT_NEW, *DOCUMENT_STATES), run, stuck=False)
     return FastJSON(views.documents(run.store, where, page))
 
 
-async def status(request: Request) -> JSONResponse:
-    run = _reader(request)
+@reading
+def status(request: Request, run: Runtime) -> JSONResponse:
     return FastJSON(
         summaries.status(
             run.store,
@@ -64,13 +81,13 @@ async def status(request: Request) -> JSONResponse:
     )
 
 
-async def anomalies(request: Request) -> JSONResponse:
-    run = _reader(request)
+@reading
+def anomalies(request: Request, run: Runtime) -> JSONResponse:
     return FastJSON(views.anomalies(run.store, _page(request).limit))
 
 
-async def quarantine(request: Request) -> JSONResponse:
-    run = _reader(request)
+@reading
+def quarantine(request: Request, run: Runtime) -> JSONResponse:
     return FastJSON(views.quarantine(run.store, _page(request)))
 
 

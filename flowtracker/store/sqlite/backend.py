@@ -7,26 +7,25 @@ connections, `transaction` the writes, `queries` the reads, `schema` the migrati
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-from flowtracker.engine.events import Kind
 from flowtracker.settings import Durability
-from flowtracker.store.protocol import Quarantined, SubjectFilter
-from flowtracker.store.rows import AnomalyRow, EventRow, QuarantineRow, SubjectRow, Totals
+from flowtracker.store.opening import Access
+from flowtracker.store.protocol import Quarantined
+from flowtracker.store.reading import QueryReads
 from flowtracker.store.sqlite import queries
-from flowtracker.store.sqlite.connection import (
-    CHECKPOINT_SECONDS,
-    Access,
-    Connections,
-    translated,
-)
+from flowtracker.store.sqlite.connection import CHECKPOINT_SECONDS, Connections, translated
 from flowtracker.store.sqlite.transaction import SQLiteTransaction, quarantine
+from flowtracker.store.tables import COPIED
 
 
-class SQLiteStore:
+class SQLiteStore(QueryReads):
     """A flowtracker database in one SQLite file (see `Connections` for `access`)."""
+
+    queries = queries
+    reads_block = False  # a read is a local call of well under a millisecond
 
     def __init__(
         self,
@@ -48,6 +47,17 @@ class SQLiteStore:
             checkpoint_seconds=checkpoint_seconds,
         )
 
+    def _reading(self) -> AbstractContextManager[Any]:
+        return self.connections.reading()
+
+    @property
+    def applied(self) -> list[str]:
+        return self.connections.applied
+
+    @property
+    def pending(self) -> list[str]:
+        return self.connections.pending
+
     @contextmanager
     def transaction(self) -> Iterator[SQLiteTransaction]:
         with translated("write"), self.connections.write() as conn:
@@ -57,55 +67,15 @@ class SQLiteStore:
         with translated("quarantine a request"), self.connections.write() as conn:
             quarantine(conn, item, at)
 
-    def subject_ids(self, kind: Kind, after: str, limit: int) -> list[str]:
+    def rows(self, table: str, after: Any, limit: int) -> list[dict[str, Any]]:
+        key, columns = COPIED[table]
+        where = "" if after is None else f"WHERE {key} > ?"
         with self.connections.reading() as read:
-            return queries.subject_ids(read, kind, after, limit)
-
-    def subject_history(
-        self, kind: Kind, subject_id: str
-    ) -> tuple[SubjectRow, list[EventRow]] | None:
-        with self.connections.reading() as read:
-            return queries.subject_history(read, kind, subject_id)
-
-    def list_subjects(
-        self, kind: Kind, where: SubjectFilter, after: int | None, limit: int
-    ) -> list[SubjectRow]:
-        with self.connections.reading() as read:
-            return queries.list_subjects(read, kind, where, after, limit)
-
-    def id_match(self, kind: Kind, prefix: str) -> Literal["whole", "prefix"] | None:
-        with self.connections.reading() as read:
-            return queries.id_match(read, kind, prefix)
-
-    def quietest(self, received_before: str, limit: int) -> list[SubjectRow]:
-        with self.connections.reading() as read:
-            return queries.quietest(read, received_before, limit)
-
-    def totals(self, stuck_before: str) -> Totals:
-        with self.connections.reading() as read:
-            return queries.totals(read, stuck_before)
-
-    def quarantined(
-        self, before: tuple[str, str] | None, limit: int, body_limit: int | None = None
-    ) -> list[QuarantineRow]:
-        with self.connections.reading() as read:
-            return queries.quarantined(read, before, limit, body_limit)
-
-    def quarantined_body(self, body_hash: str) -> bytes | None:
-        with self.connections.reading() as read:
-            return queries.quarantined_body(read, body_hash)
-
-    def pulse(self, subject: tuple[Kind, str] | None = None) -> str:
-        with self.connections.reading() as read:
-            return queries.pulse(read, subject)
-
-    def anomalies(self, limit: int) -> list[AnomalyRow]:
-        with self.connections.reading() as read:
-            return queries.anomalies(read, limit)
-
-    def received_since(self, minute: str) -> dict[str, int]:
-        with self.connections.reading() as read:
-            return queries.received_since(read, minute)
+            found = read(
+                f"SELECT {', '.join(columns)} FROM {table} {where} ORDER BY {key} LIMIT ?",
+                (*(() if after is None else (after,)), limit),
+            )
+        return [dict(zip(columns, row, strict=True)) for row in found]
 
     def ping(self) -> None:
         """Read, and commit a write as large as a big callback (64 KiB, always the same

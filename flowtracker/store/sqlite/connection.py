@@ -17,16 +17,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from sqlite_utils import Database
 
 from flowtracker.errors import StorageUnavailable, UnusableDatabase
 from flowtracker.settings import Durability
+from flowtracker.store.opening import Access
 from flowtracker.store.sqlite.schema import READABLE_PENDING, check, migrate
 
 log = logging.getLogger("flowtracker")
-Access = Literal["read", "write", "create"]
 CHECKPOINT_SECONDS = 0.5  # how often the checkpointer copies the WAL back, when written
 # A WAL this long is checkpointed by the commit itself: the checkpointer's PASSIVE
 # checkpoints seldom catch up with a writer that never pauses, and only a complete one lets

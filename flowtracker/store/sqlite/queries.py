@@ -7,23 +7,24 @@ names come from the fixed mappings of `transaction`, never from input.
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Literal
 
-from flowtracker.engine.events import KINDS, Kind
-from flowtracker.engine.timestamps import parse_timestamp
+from flowtracker.engine.events import Kind
 from flowtracker.store.protocol import SubjectFilter
 from flowtracker.store.rows import AnomalyRow, EventRow, QuarantineRow, SubjectRow, Totals
 from flowtracker.store.sqlite.connection import Reader
-from flowtracker.store.sqlite.schema import HOUR_NS, LAST_CALLBACK
-from flowtracker.store.sqlite.transaction import SUBJECTS, events_of
+from flowtracker.store.sqlite.transaction import events_of
+from flowtracker.store.tables import (
+    EVENT_COLUMNS,
+    SUBJECTS,
+    event_row,
+    hour,
+    subject_row,
+)
+from flowtracker.store.tables import totals as counted
 
-_EVENT_COLUMNS: dict[Kind, str] = {
-    "flow": "e.type, e.event_created, e.received_at, e.last_delivery_at, e.outcome, e.reason, "
-    "e.out_of_order, e.deliveries, e.body, e.content_type",
-    "document": "e.status, e.mtime, e.received_at, e.last_delivery_at, e.outcome, e.reason, "
-    "e.out_of_order, e.deliveries, e.body, e.content_type, e.object_version, "
-    "e.signed_and_sealed",
+_EVENT_COLUMNS: dict[Kind, str] = {  # of the events `e` (`events_of`)
+    kind: ", ".join(f"e.{column}" for column in columns) for kind, columns in EVENT_COLUMNS.items()
 }
 _ANOMALIES = (
     "SELECT * FROM ("
@@ -49,7 +50,7 @@ def subject_history(
     if not found:
         return None
     rows = read(f"SELECT {_EVENT_COLUMNS[kind]} {events_of(kind)}", (subject_id,))
-    return subject_row(kind, found[0]), [_event(row) for row in rows]
+    return subject_row(kind, found[0]), [event_row(row) for row in rows]
 
 
 def list_subjects(
@@ -113,22 +114,7 @@ def totals(read: Reader, stuck_before: str) -> Totals:
         "'in_progress' AND received_hour = ? AND last_received_at < ?)",
         (hour, hour, stuck_before),
     )[0][0]
-    return Totals(
-        outcomes={kind: _labelled(counters, f"{kind}.outcome.") for kind in KINDS},
-        duplicates={kind: counters.get(f"{kind}.duplicate", 0) for kind in KINDS},
-        out_of_order={kind: counters.get(f"{kind}.out_of_order", 0) for kind in KINDS},
-        arrived={kind: _labelled(counters, f"arrived.{kind}.") for kind in KINDS},
-        states={kind: _labelled(counters, f"{kind}.state.") for kind in KINDS},
-        quarantined=counters.get("quarantine.rows", 0),
-        quarantined_requests=counters.get("quarantine.requests", 0),
-        stuck=stuck,
-        last_callback_ns=counters.get(LAST_CALLBACK),
-    )
-
-
-def _labelled(counters: dict[str, int], prefix: str) -> dict[str, int]:
-    """The counters named `prefix` + a label, by label; a counter back at zero is none."""
-    return {name[len(prefix) :]: n for name, n in counters.items() if name.startswith(prefix) and n}
+    return counted(counters, stuck)
 
 
 def quarantined(
@@ -178,28 +164,7 @@ def received_since(read: Reader, minute: str) -> dict[str, int]:
 
 
 def _hour(at: str) -> int:
-    """The `received_hour` of an instant (`schema.m010_received_hour`)."""
-    return parse_timestamp(at).ns // HOUR_NS
-
-
-def subject_row(kind: Kind, row: sqlite3.Row) -> SubjectRow:
-    """A row of `instances` or `documents` as a `SubjectRow`."""
-    common = (kind, row["id"], row["seq"], row["state"], row["anomalies"], row["events"],
-              row["first_event_at"], row["last_event_at"], row["last_received_at"])  # fmt: skip
-    if kind == "flow":
-        return SubjectRow(*common)
-    sealed = row["signed_and_sealed"]
-    return SubjectRow(
-        *common, row["object_version"], None if sealed is None else bool(sealed), row["title"],
-        row["mtime"],
-    )  # fmt: skip
-
-
-def _event(row: sqlite3.Row) -> EventRow:
-    # In the order of `_EVENT_COLUMNS`; a snapshot's two more at the end.
-    version = row[10] if len(row) > 10 else None
-    sealed = bool(row[11]) if len(row) > 10 else None
-    return EventRow(
-        row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7], bytes(row[8]),
-        row[9], version, sealed,
-    )  # fmt: skip
+    """The `received_hour` of an instant (`tables.hour`)."""
+    found = hour(at)
+    assert found is not None
+    return found

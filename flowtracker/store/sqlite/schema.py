@@ -9,6 +9,7 @@ from sqlite_utils.migrations import Migrations
 
 from flowtracker.engine.timestamps import canonical, parse_timestamp
 from flowtracker.errors import UnusableDatabase
+from flowtracker.store.tables import HOUR_NS, LAST_CALLBACK
 
 migrations = Migrations("flowtracker")
 
@@ -170,8 +171,6 @@ def m001_initial(db: Database) -> None:
         db.execute(f"CREATE INDEX {table}_anomalous ON {table}(id) WHERE anomalies > 0")
     db.table("quarantine").create_index(["last_seen", "body_hash"])
 
-
-LAST_CALLBACK = "last_callback_ns"  # the counter of the last callback's arrival time
 
 # Totals for /status, kept up to date in the ingest transactions: at millions of events a
 # COUNT(*) per request is too slow. `recount` rebuilds them from the tables.
@@ -337,9 +336,6 @@ def m009_canonical_subject_times(db: Database) -> None:
             "WHERE first_event_at <> flowtracker_canonical(first_event_ns) "
             "OR last_event_at <> flowtracker_canonical(last_event_ns)"
         )
-
-
-HOUR_NS = 3_600 * 1_000_000_000  # `received_hour` counts hours since the epoch
 
 
 @migrations()

@@ -10,34 +10,36 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import lru_cache
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from flowtracker.engine.events import Callback, DocumentCallback, FlowCallback, Kind
-from flowtracker.engine.records import Entry, Subject, Verdict
-from flowtracker.engine.timestamps import canonical, format_ns, parse_timestamp
+from flowtracker.engine.events import Callback, Kind
+from flowtracker.engine.records import Entry, Subject
+from flowtracker.engine.timestamps import format_ns
 from flowtracker.store.protocol import Quarantined
-from flowtracker.store.sqlite.schema import HOUR_NS, LAST_CALLBACK, RECOUNT
+from flowtracker.store.sqlite.schema import RECOUNT
+from flowtracker.store.tables import (
+    COLUMNS,
+    COPIED,
+    ENTRY,
+    EVENTS,
+    HISTORY_COLUMNS,
+    LAST_CALLBACK,
+    ORDER,
+    OWNER,
+    SUBJECT_COLUMNS,
+    SUBJECTS,
+    event_key,
+    subject,
+    subject_columns,
+    subject_values,
+)
 
-SUBJECTS: dict[Kind, str] = {"flow": "instances", "document": "documents"}
-EVENTS: dict[Kind, str] = {"flow": "flow_events", "document": "document_snapshots"}
-OWNER: dict[Kind, str] = {"flow": "instance_id", "document": "document_id"}
 # Where each event is: (its subject's `seq`, its position, its dedup key) -> its row id.
 # A subject's `seq` numbers it in the order it was first seen, so the keys of new and
 # recent subjects go to the end of this table, not to random leaves (migration m008).
 KEYS: dict[Kind, str] = {"flow": "flow_event_keys", "document": "document_snapshot_keys"}
-ORDER: dict[Kind, str] = {
-    "flow": "event_ns, dedup_key",
-    "document": "object_version, mtime_ns, dedup_key",
-}
-SHOWN = ("object_version", "signed_and_sealed", "title", "mtime")  # documents only
-_SUBJECT_COLUMNS = (
-    "id", "state", "anomalies", "events", "first_event_at", "first_event_ns",
-    "last_event_at", "last_event_ns", "last_major", "last_minor", "last_key",
-    "last_received_at", "received_hour",
-)  # fmt: skip
-_HOUR = _SUBJECT_COLUMNS.index("received_hour")
+_HOUR = SUBJECT_COLUMNS.index("received_hour")
 # Indexed columns of a stored subject that are assigned only when they change.
 _MOVING = ("state", "anomalies", "received_hour")
 _INSERT: dict[Kind, str] = {
@@ -60,9 +62,8 @@ _INSERT_KEY: dict[Kind, str] = {  # from the values of `_event_key`, then the ro
     f"dedup_key, event_id) VALUES ({_SEQ_OF['document']}, ?, ?, ?, ?)",
 }
 _HISTORY_COLUMNS: dict[Kind, str] = {  # of the events `e` (`events_of`)
-    "flow": "e.id, e.dedup_key, e.type, e.version, e.event_ns, e.outcome, e.reason, e.out_of_order",
-    "document": "e.id, e.dedup_key, e.status, e.object_version, e.mtime, e.mtime_ns, "
-    "e.signed_and_sealed, e.title, e.outcome, e.reason, e.out_of_order",
+    kind: ", ".join(f"e.{column}" for column in columns)
+    for kind, columns in HISTORY_COLUMNS.items()
 }
 # The key row `k` of an event, from the values of `_event_key`.
 _KEY_IS: dict[Kind, str] = {
@@ -82,6 +83,9 @@ class SQLiteTransaction:
         # when it changes, and spells again only the times that changed.
         self._stored: dict[Kind, dict[str, sqlite3.Row]] = {"flow": {}, "document": {}}
 
+    def lock(self, subjects: Iterable[tuple[Kind, str]]) -> None:
+        """Nothing to do: `BEGIN IMMEDIATE` already holds every other writer off."""
+
     def known_keys(self, kind: Kind, callbacks: Iterable[Callback]) -> dict[str, bool]:
         # One point lookup each on the (subject, position, key) keys: their primary key is
         # also what keeps dedup keys unique, so no random-key index is written.
@@ -89,7 +93,7 @@ class SQLiteTransaction:
                f"JOIN {EVENTS[kind]} e ON e.id = k.event_id WHERE {_KEY_IS[kind]}")  # fmt: skip
         found: dict[str, bool] = {}
         for callback in callbacks:
-            row = self.conn.execute(sql, _event_key(callback)).fetchone()
+            row = self.conn.execute(sql, event_key(callback)).fetchone()
             if row is not None:
                 found[row[0]] = bool(row[1])
         return found
@@ -102,7 +106,7 @@ class SQLiteTransaction:
     def history(self, kind: Kind, subject_id: str) -> list[Entry]:
         # Only the columns the fold needs: never the bodies, on the hot path.
         sql = f"SELECT {_HISTORY_COLUMNS[kind]} {events_of(kind)}"
-        make = _flow_entry if kind == "flow" else _document_entry
+        make = ENTRY[kind]
         return [make(row) for row in self.conn.execute(sql, (subject_id,))]
 
     def add_entries(self, kind: Kind, entries: Sequence[Entry], received_at: str) -> None:
@@ -114,12 +118,12 @@ class SQLiteTransaction:
         for row_id, entry in enumerate(entries, start=last + 1):
             entry.row_id = row_id
         self.conn.executemany(_INSERT[kind], [
-            (e.row_id, e.key, *_COLUMNS[kind](e.source), e.verdict.outcome, e.verdict.reason,
+            (e.row_id, e.key, *COLUMNS[kind](e.source), e.verdict.outcome, e.verdict.reason,
              e.out_of_order, received_at, received_at, e.source.body, e.source.content_type)
             for e in entries
         ])  # fmt: skip
         self.conn.executemany(
-            _INSERT_KEY[kind], [(*_event_key(e.source), e.row_id) for e in entries]
+            _INSERT_KEY[kind], [(*event_key(e.source), e.row_id) for e in entries]
         )
 
     def set_verdicts(self, kind: Kind, entries: Sequence[Entry]) -> None:
@@ -132,17 +136,13 @@ class SQLiteTransaction:
         self.conn.executemany(
             f"UPDATE {EVENTS[kind]} SET deliveries = deliveries + 1, last_delivery_at = ? "
             f"WHERE id = (SELECT k.event_id FROM {KEYS[kind]} k WHERE {_KEY_IS[kind]})",
-            [(at, *_event_key(callback)) for callback in callbacks],
+            [(at, *event_key(callback)) for callback in callbacks],
         )
 
     def put_subjects(self, kind: Kind, subjects: Sequence[Subject]) -> None:
-        shown = SHOWN if kind == "document" else ()
-        names = (*_SUBJECT_COLUMNS, *shown)
+        names = subject_columns(kind)
         stored = self._stored[kind]
-        rows = {s.id: (s.id, s.state, s.anomalies, s.events, *_times(s, stored.get(s.id)),
-                       s.last[0][0], s.last[0][1], s.last[1],
-                       s.last_received_at, _hour(s.last_received_at),
-                       *(s.shown.get(name) for name in shown)) for s in subjects}  # fmt: skip
+        rows = {s.id: subject_values(kind, s, stored.get(s.id)) for s in subjects}
         # A new subject's `seq` is the next number: `KEYS` keeps its events in that order.
         self.conn.executemany(
             f"INSERT INTO {SUBJECTS[kind]} (seq, {', '.join(names)}) "
@@ -178,6 +178,25 @@ class SQLiteTransaction:
             "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
             [(name, delta) for name, delta in deltas.items() if delta],
         )
+
+    def load(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        columns = COPIED[table][1]
+        # The counters a new database starts with are the copied ones' to replace.
+        verb = "INSERT OR REPLACE" if table in ("counters", "received_per_minute") else "INSERT"
+        self.conn.executemany(
+            f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+            [tuple(row[name] for name in columns) for row in rows],
+        )
+        for kind, events in EVENTS.items():
+            if table == events:  # and where each is, in its subject's order (m008)
+                position = ", ".join(f"e.{c}" for c in ORDER[kind].split(", "))
+                self.conn.execute(
+                    f"INSERT INTO {KEYS[kind]} SELECT s.seq, {position}, e.id FROM {events} e "
+                    f"JOIN {SUBJECTS[kind]} s ON s.id = e.{OWNER[kind]} WHERE e.id BETWEEN ? AND ?",
+                    (rows[0]["id"], rows[-1]["id"]),
+                )
 
     def recount(self) -> None:
         for statement in RECOUNT:
@@ -236,86 +255,3 @@ def events_of(kind: Kind) -> str:
         f"WHERE k.subject_seq = {_SEQ_OF[kind]} "
         f"ORDER BY k.subject_seq, {', '.join('k.' + c for c in ORDER[kind].split(', '))}"
     )
-
-
-def subject(kind: Kind, row: sqlite3.Row) -> Subject:
-    """A stored summary row as the fold's `Subject`."""
-    shown = {name: row[name] for name in SHOWN} if kind == "document" else {}
-    if shown.get("signed_and_sealed") is not None:
-        shown["signed_and_sealed"] = bool(shown["signed_and_sealed"])
-    return Subject(
-        id=row["id"], state=row["state"], anomalies=row["anomalies"], events=row["events"],
-        last=((row["last_major"], row["last_minor"]), row["last_key"]),
-        first_ns=row["first_event_ns"], last_ns=row["last_event_ns"],
-        last_received_at=row["last_received_at"], stored_state=row["state"],
-        stored_anomalies=row["anomalies"], shown=shown,
-    )  # fmt: skip
-
-
-@lru_cache(maxsize=8)  # a batch's subjects share one time of receipt
-def _hour(received_at: str | None) -> int | None:
-    """The hour of a receipt, as hours since the epoch: `received_hour`, which the index
-    behind the stuck lists holds instead of the time, so that its entry moves once an
-    hour rather than at every callback (migration m010)."""
-    return None if received_at is None else parse_timestamp(received_at).ns // HOUR_NS
-
-
-def _times(s: Subject, stored: sqlite3.Row | None) -> tuple[object, ...]:
-    """first_event_at, first_event_ns, last_event_at, last_event_ns: spelled canonically,
-    again only for a time that changed (most subjects keep their first)."""
-    if stored is None:
-        return (_spelled(s.first_ns), s.first_ns, _spelled(s.last_ns), s.last_ns)
-    first = stored["first_event_at"] if stored["first_event_ns"] == s.first_ns else None
-    last = stored["last_event_at"] if stored["last_event_ns"] == s.last_ns else None
-    return (first or _spelled(s.first_ns), s.first_ns, last or _spelled(s.last_ns), s.last_ns)
-
-
-def _spelled(ns: int | None) -> str | None:
-    return None if ns is None else canonical(ns)
-
-
-def _event_key(c: Callback) -> tuple[object, ...]:
-    """The values of `_KEY_IS` for a callback: where its event is, if it is stored."""
-    if isinstance(c, FlowCallback):
-        return (c.instance_id, c.event_created.ns, c.dedup_key)
-    return (c.document_id, c.object_version, c.mtime.ns, c.dedup_key)
-
-
-def _flow_columns(c: FlowCallback) -> tuple[object, ...]:
-    return (c.instance_id, c.type, c.version, c.event_created.text, c.event_created.ns)
-
-
-def _document_columns(c: DocumentCallback) -> tuple[object, ...]:
-    return (c.document_id, c.status, c.object_version, c.mtime.text, c.mtime.ns,
-            c.signed_and_sealed, c.title)  # fmt: skip
-
-
-# The kind's own columns of a new event, from its parsed callback (`Entry.source`).
-_COLUMNS: dict[Kind, Callable[[Any], tuple[object, ...]]] = {
-    "flow": _flow_columns,
-    "document": _document_columns,
-}
-
-
-def _flow_entry(row: sqlite3.Row) -> Entry:
-    return Entry(
-        key=row["dedup_key"], position=(row["event_ns"], 0), label=row["type"],
-        version=row["version"], time_ns=row["event_ns"],
-        out_of_order=bool(row["out_of_order"]), verdict=(verdict := _verdict(row)),
-        stored=verdict, row_id=row["id"],
-    )  # fmt: skip
-
-
-def _document_entry(row: sqlite3.Row) -> Entry:
-    shown = {name: row[name] for name in SHOWN}
-    shown["signed_and_sealed"] = bool(shown["signed_and_sealed"])
-    return Entry(
-        key=row["dedup_key"], position=(row["object_version"], row["mtime_ns"]),
-        label=row["status"], version=None, time_ns=row["mtime_ns"],
-        out_of_order=bool(row["out_of_order"]), verdict=(verdict := _verdict(row)),
-        stored=verdict, shown=shown, row_id=row["id"],
-    )  # fmt: skip
-
-
-def _verdict(row: sqlite3.Row) -> Verdict:
-    return Verdict(row["outcome"], row["reason"])

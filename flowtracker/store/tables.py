@@ -1,0 +1,229 @@
+"""What both backends share: the tables' names, how a parsed callback becomes a row's
+values, and how stored rows become the fold's records and the read models' rows.
+
+Rows are read by column name (`sqlite3.Row` and psycopg's dict rows both answer so).
+Table and column names come from the fixed mappings here, never from input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any, Protocol
+
+from flowtracker.engine.events import KINDS, Callback, DocumentCallback, FlowCallback, Kind
+from flowtracker.engine.records import Entry, Subject, Verdict
+from flowtracker.engine.timestamps import canonical, parse_timestamp
+from flowtracker.store.rows import EventRow, SubjectRow, Totals
+
+
+class NamedRow(Protocol):
+    """A stored row answering by column name: `sqlite3.Row`, a psycopg dict row."""
+
+    def __getitem__(self, name: str, /) -> Any: ...
+
+
+SUBJECTS: dict[Kind, str] = {"flow": "instances", "document": "documents"}
+EVENTS: dict[Kind, str] = {"flow": "flow_events", "document": "document_snapshots"}
+OWNER: dict[Kind, str] = {"flow": "instance_id", "document": "document_id"}
+ORDER: dict[Kind, str] = {  # an event's place in its subject's history
+    "flow": "event_ns, dedup_key",
+    "document": "object_version, mtime_ns, dedup_key",
+}
+SHOWN = ("object_version", "signed_and_sealed", "title", "mtime")  # documents only
+# A subject's stored columns (`subject_values`), a document's `SHOWN` after them.
+SUBJECT_COLUMNS = (
+    "id", "state", "anomalies", "events", "first_event_at", "first_event_ns",
+    "last_event_at", "last_event_ns", "last_major", "last_minor", "last_key",
+    "last_received_at", "received_hour",
+)  # fmt: skip
+LAST_CALLBACK = "last_callback_ns"  # the counter of the last callback's arrival time
+HOUR_NS = 3_600 * 1_000_000_000  # `received_hour` counts hours since the epoch
+# The columns the fold reads of a stored event (`entry`): never the bodies, on the hot path.
+HISTORY_COLUMNS: dict[Kind, tuple[str, ...]] = {
+    "flow": ("id", "dedup_key", "type", "version", "event_ns", "outcome", "reason",
+             "out_of_order"),
+    "document": ("id", "dedup_key", "status", "object_version", "mtime", "mtime_ns",
+                 "signed_and_sealed", "title", "outcome", "reason", "out_of_order"),
+}  # fmt: skip
+# The columns a read shows of a stored event, in the order `event_row` takes them.
+EVENT_COLUMNS: dict[Kind, tuple[str, ...]] = {
+    "flow": ("type", "event_created", "received_at", "last_delivery_at", "outcome", "reason",
+             "out_of_order", "deliveries", "body", "content_type"),
+    "document": ("status", "mtime", "received_at", "last_delivery_at", "outcome", "reason",
+                 "out_of_order", "deliveries", "body", "content_type", "object_version",
+                 "signed_and_sealed"),
+}  # fmt: skip
+
+
+def event_key(c: Callback) -> tuple[Any, ...]:
+    """Where a callback's event is, if it is stored: its subject, position and dedup key."""
+    if isinstance(c, FlowCallback):
+        return (c.instance_id, c.event_created.ns, c.dedup_key)
+    return (c.document_id, c.object_version, c.mtime.ns, c.dedup_key)
+
+
+def _flow_columns(c: FlowCallback) -> tuple[Any, ...]:
+    return (c.instance_id, c.type, c.version, c.event_created.text, c.event_created.ns)
+
+
+def _document_columns(c: DocumentCallback) -> tuple[Any, ...]:
+    return (c.document_id, c.status, c.object_version, c.mtime.text, c.mtime.ns,
+            c.signed_and_sealed, c.title)  # fmt: skip
+
+
+# The kind's own columns of a new event, from its parsed callback (`Entry.source`), in the
+# order of `OWN_COLUMNS`.
+COLUMNS: dict[Kind, Callable[[Any], tuple[Any, ...]]] = {
+    "flow": _flow_columns,
+    "document": _document_columns,
+}
+OWN_COLUMNS: dict[Kind, tuple[str, ...]] = {
+    "flow": ("instance_id", "type", "version", "event_created", "event_ns"),
+    "document": ("document_id", "status", "object_version", "mtime", "mtime_ns",
+                 "signed_and_sealed", "title"),
+}  # fmt: skip
+
+
+@lru_cache(maxsize=8)  # a batch's subjects share one time of receipt
+def hour(received_at: str | None) -> int | None:
+    """The hour of a receipt, as hours since the epoch: `received_hour`, which the index
+    behind the stuck lists holds instead of the time, so that its entry moves once an
+    hour rather than at every callback."""
+    return None if received_at is None else parse_timestamp(received_at).ns // HOUR_NS
+
+
+def times(s: Subject, stored: NamedRow | None) -> tuple[Any, ...]:
+    """first_event_at, first_event_ns, last_event_at, last_event_ns of a subject to store:
+    spelled canonically, again only for a time that changed since `stored` (its row)."""
+    if stored is None:
+        return (_spelled(s.first_ns), s.first_ns, _spelled(s.last_ns), s.last_ns)
+    first = stored["first_event_at"] if stored["first_event_ns"] == s.first_ns else None
+    last = stored["last_event_at"] if stored["last_event_ns"] == s.last_ns else None
+    return (first or _spelled(s.first_ns), s.first_ns, last or _spelled(s.last_ns), s.last_ns)
+
+
+def _spelled(ns: int | None) -> str | None:
+    return None if ns is None else canonical(ns)
+
+
+def subject_columns(kind: Kind) -> tuple[str, ...]:
+    """The names of the values `subject_values` gives, in order."""
+    return (*SUBJECT_COLUMNS, *SHOWN) if kind == "document" else SUBJECT_COLUMNS
+
+
+def subject_values(kind: Kind, s: Subject, stored: NamedRow | None) -> tuple[Any, ...]:
+    """A subject's row to store (`subject_columns`); `stored` is the row it had."""
+    shown = SHOWN if kind == "document" else ()
+    return (s.id, s.state, s.anomalies, s.events, *times(s, stored),
+            s.last[0][0], s.last[0][1], s.last[1], s.last_received_at,
+            hour(s.last_received_at), *(s.shown.get(name) for name in shown))  # fmt: skip
+
+
+def subject(kind: Kind, row: NamedRow) -> Subject:
+    """A stored summary row as the fold's `Subject`."""
+    shown = {name: row[name] for name in SHOWN} if kind == "document" else {}
+    if shown.get("signed_and_sealed") is not None:
+        shown["signed_and_sealed"] = bool(shown["signed_and_sealed"])
+    return Subject(
+        id=row["id"], state=row["state"], anomalies=row["anomalies"], events=row["events"],
+        last=((row["last_major"], row["last_minor"]), row["last_key"]),
+        first_ns=row["first_event_ns"], last_ns=row["last_event_ns"],
+        last_received_at=row["last_received_at"], stored_state=row["state"],
+        stored_anomalies=row["anomalies"], shown=shown,
+    )  # fmt: skip
+
+
+def _flow_entry(row: NamedRow) -> Entry:
+    return Entry(
+        key=row["dedup_key"], position=(row["event_ns"], 0), label=row["type"],
+        version=row["version"], time_ns=row["event_ns"],
+        out_of_order=bool(row["out_of_order"]), verdict=(verdict := _verdict(row)),
+        stored=verdict, row_id=row["id"],
+    )  # fmt: skip
+
+
+def _document_entry(row: NamedRow) -> Entry:
+    shown = {name: row[name] for name in SHOWN}
+    shown["signed_and_sealed"] = bool(shown["signed_and_sealed"])
+    return Entry(
+        key=row["dedup_key"], position=(row["object_version"], row["mtime_ns"]),
+        label=row["status"], version=None, time_ns=row["mtime_ns"],
+        out_of_order=bool(row["out_of_order"]), verdict=(verdict := _verdict(row)),
+        stored=verdict, shown=shown, row_id=row["id"],
+    )  # fmt: skip
+
+
+def _verdict(row: NamedRow) -> Verdict:
+    return Verdict(row["outcome"], row["reason"])
+
+
+# A stored event (the `HISTORY_COLUMNS` of its kind) as the fold's `Entry`.
+ENTRY: dict[Kind, Callable[[NamedRow], Entry]] = {
+    "flow": _flow_entry,
+    "document": _document_entry,
+}
+
+
+def subject_row(kind: Kind, row: NamedRow) -> SubjectRow:
+    """A row of `instances` or `documents` as a `SubjectRow`."""
+    common = (kind, row["id"], row["seq"], row["state"], row["anomalies"], row["events"],
+              row["first_event_at"], row["last_event_at"], row["last_received_at"])  # fmt: skip
+    if kind == "flow":
+        return SubjectRow(*common)
+    sealed = row["signed_and_sealed"]
+    return SubjectRow(
+        *common, row["object_version"], None if sealed is None else bool(sealed), row["title"],
+        row["mtime"],
+    )  # fmt: skip
+
+
+def event_row(row: Any) -> EventRow:
+    """A stored event's `EVENT_COLUMNS`, by position; a snapshot's two more at the end."""
+    version = row[10] if len(row) > 10 else None
+    sealed = bool(row[11]) if len(row) > 10 else None
+    return EventRow(
+        row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7], bytes(row[8]),
+        row[9], version, sealed,
+    )  # fmt: skip
+
+
+def totals(counters: Mapping[str, int], stuck: int) -> Totals:
+    """`Totals` from the counters the ingest transactions keep (`flow.outcome.applied`,
+    `document.state.closed`, `arrived.flow.duplicate`, ...) and the stuck count."""
+    return Totals(
+        outcomes={kind: _labelled(counters, f"{kind}.outcome.") for kind in KINDS},
+        duplicates={kind: counters.get(f"{kind}.duplicate", 0) for kind in KINDS},
+        out_of_order={kind: counters.get(f"{kind}.out_of_order", 0) for kind in KINDS},
+        arrived={kind: _labelled(counters, f"arrived.{kind}.") for kind in KINDS},
+        states={kind: _labelled(counters, f"{kind}.state.") for kind in KINDS},
+        quarantined=counters.get("quarantine.rows", 0),
+        quarantined_requests=counters.get("quarantine.requests", 0),
+        stuck=stuck,
+        last_callback_ns=counters.get(LAST_CALLBACK),
+    )
+
+
+def _labelled(counters: Mapping[str, int], prefix: str) -> dict[str, int]:
+    """The counters named `prefix` + a label, by label; a counter back at zero is none."""
+    return {name[len(prefix) :]: n for name, n in counters.items() if name.startswith(prefix) and n}
+
+
+# What `flowtracker copy` carries, table by table in this order (subjects before their
+# events): each table's key, in whose order it is read, and its columns. The counters and
+# the minutes are read summed over PostgreSQL's shards.
+COPIED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "instances": ("seq", (*SUBJECT_COLUMNS, "seq")),
+    "documents": ("seq", (*SUBJECT_COLUMNS, "seq", *SHOWN)),
+    "flow_events": ("id", ("id", "dedup_key", *OWN_COLUMNS["flow"], "outcome", "reason",
+                           "out_of_order", "deliveries", "received_at", "last_delivery_at",
+                           "body", "content_type")),
+    "document_snapshots": ("id", ("id", "dedup_key", *OWN_COLUMNS["document"], "outcome",
+                                  "reason", "out_of_order", "deliveries", "received_at",
+                                  "last_delivery_at", "body", "content_type")),
+    "quarantine": ("body_hash", ("body_hash", "body", "content_type", "error", "source",
+                                 "first_seen", "last_seen", "count")),
+    "counters": ("name", ("name", "value")),
+    "received_per_minute": ("minute", ("minute", "callbacks")),
+}  # fmt: skip
+BOOLEAN_COLUMNS = frozenset({"out_of_order", "signed_and_sealed"})
