@@ -105,6 +105,12 @@ main.add_command(simulate_command)
     help="Where callbacks are parsed and stored: one writer process for all workers, "
     "so HTTP and storage run on separate cores; or a thread in each worker.",
 )
+@click.option(
+    "--no-migrate",
+    is_flag=True,
+    help="Refuse to start on a database that needs migrating (run `flowtracker migrate` "
+    "first): for a rolling upgrade of several receivers (docs/deploy.md).",
+)
 def serve(
     db_path: str,
     host: str,
@@ -116,6 +122,7 @@ def serve(
     callback_log: bool,
     log_format: str | None,
     writer_mode: str,
+    no_migrate: bool,
 ) -> None:
     """Run the HTTP service (uvicorn) on the database.
 
@@ -128,7 +135,8 @@ def serve(
         settings = Settings.from_env(
             os.environ, db_path=db_path, durability=durability, log_format=log_format
         )
-        open_store(settings.db_path, durability=settings.durability).close()  # fail early
+        # Fail early, before listening; migrates unless --no-migrate.
+        open_store(settings.db_path, durability=settings.durability, upgrade=not no_migrate).close()
     except (SettingsError, FlowtrackerError) as error:
         raise click.ClickException(str(error)) from None
     options = ServeOptions(
@@ -312,6 +320,48 @@ def copy_command(source: str, destination: str) -> None:
         f"copied {events} events of {subjects} subjects and {copied['quarantine']} "
         f"quarantined requests from {origin.path} to {target.path}"
     )
+
+
+@main.command(name="export")
+@click.argument("output", metavar="[FILE|-]", default="-", type=click.File("wb", lazy=False))
+@db_option
+def export_command(output: BinaryIO, db_path: str) -> None:
+    """Every stored delivery as JSON Lines that `replay` takes, in the order received
+    (to FILE, or - for standard output, the default). Replaying it into an empty database
+    gives the same states, histories and outcomes. Only reads the database."""
+    from flowtracker.reads.export import export
+
+    with _opened(db_path) as (_, store):
+        lines = export(store, output)
+    output.flush()
+    click.echo(f"exported {lines} deliveries from {store.path}", err=True)
+
+
+@main.command(name="backup")
+@click.argument("file", metavar="FILE")
+@db_option
+def backup_command(file: str, db_path: str) -> None:
+    """A consistent copy of the SQLite database in FILE (a new file), taken while the
+    service goes on taking callbacks, and checked (integrity_check). On PostgreSQL use
+    pg_dump."""
+    from flowtracker.store.opening import is_postgres
+
+    if is_postgres(db_path):
+        raise click.ClickException(
+            "backup copies SQLite files; for PostgreSQL use pg_dump "
+            "(pg_dump --format=custom --file=FILE DATABASE), or `flowtracker copy` "
+            "into a SQLite file"
+        )
+    from flowtracker.store.sqlite.backend import SQLiteStore
+    from flowtracker.store.sqlite.backup import backup
+
+    with _opened(db_path) as (_, store):
+        assert isinstance(store, SQLiteStore)
+        try:
+            size = backup(store, file)
+        except FlowtrackerError as error:
+            raise click.ClickException(error.message) from None
+    click.echo(f"backed up {store.path} to {file} ({size:,} bytes, integrity ok)")
 
 
 @main.command(name="quarantine")

@@ -378,3 +378,55 @@ def test_postgres_state_and_history_do_not_depend_on_arrival(
         assert properties._totals(store) == len(everything)
     finally:
         store.close()
+
+
+def test_the_same_callback_at_once_on_both_receivers_is_one_event(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    url = postgres.database(f"same_instant_{os.getpid()}")
+    body = flow("completed", 4, str(uuid.UUID(int=99)))
+    senders = 24
+    start = threading.Barrier(senders)
+    answers: list[dict[str, Any]] = []
+    with (
+        serving(url, "--workers", "2", logs=tmp_path) as one,
+        serving(url, "--workers", "2", logs=tmp_path) as two,
+    ):
+
+        def send(server_url: str) -> None:
+            with httpx.Client(timeout=30) as client:
+                client.get(server_url + "/healthz")  # connected before the barrier
+                start.wait()
+                answer = client.post(server_url + "/callbacks/flow", content=body, headers=JSON)
+                answers.append({"status": answer.status_code, **answer.json()})
+
+        threads = [threading.Thread(target=send, args=((one, two)[n % 2].url,))
+                   for n in range(senders)]  # fmt: skip
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        shown = httpx.get(one.url + f"/instances/{uuid.UUID(int=99)}", timeout=10).json()
+        status = httpx.get(two.url + "/status", timeout=10)
+    assert {a["status"] for a in answers} == {200}
+    assert sorted(a["outcome"] for a in answers) == ["applied"] + ["duplicate"] * (senders - 1)
+    assert [e["deliveries"] for e in shown["events"]] == [senders]
+    assert PASSWORD not in status.text and PASSWORD not in one.output() + two.output()
+
+
+def test_serve_no_migrate_names_the_command_and_help_hides_the_password(
+    postgres: PostgresServer,
+) -> None:
+    from tests.postgres_server import free_port
+
+    url = postgres.database(f"no_migrate_{os.getpid()}")
+    run = _cli("serve", "--no-migrate", "--port", str(free_port()), "--db", url)
+    assert run.returncode == 1 and "flowtracker migrate" in run.stderr
+    assert PASSWORD not in run.stderr
+    environment = {**os.environ, "FLOWTRACKER_DB": url}
+    for command in ("serve", "status", "copy", "replay"):
+        shown = subprocess.run(
+            [sys.executable, "-m", "flowtracker", command, "--help"],
+            capture_output=True, text=True, env=environment, timeout=60,
+        )  # fmt: skip
+        assert shown.returncode == 0 and PASSWORD not in shown.stdout
