@@ -70,7 +70,7 @@ def server(
     directory: Path,
     extra: list[str],
     root: Path = ROOT,
-    db_path: Path | None = None,
+    db_path: Path | str | None = None,
 ) -> Iterator[tuple[int, int]]:
     port = free_port()
     python = sys.executable if root == ROOT else str(root / ".venv" / "bin" / "python")

@@ -46,7 +46,9 @@ def free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, *, fsync: bool = False) -> None:
+        """`fsync` off for the tests (nothing is kept); on for benchmarks of durability."""
+        self.fsync = fsync
         self.bin = bin_dir
         self.root = Path(tempfile.mkdtemp(prefix="flowtracker-pg-"))
         self.data = self.root / "data"
@@ -75,7 +77,8 @@ class PostgresServer:
             self._command(
                 str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.root}",
-                "-c", "fsync=off", "-c", "max_connections=300", "-c", "log_min_messages=fatal",
+                "-c", f"fsync={'on' if self.fsync else 'off'}", "-c", "max_connections=300",
+                "-c", "log_min_messages=fatal",
             ),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip

@@ -181,10 +181,17 @@ class Connections:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction (READ COMMITTED) on a pooled connection: commits when the
-        block ends, rolls back on any exception."""
+        block ends, rolls back on any exception. In pipeline mode: a statement whose rows
+        nobody reads does not wait for the server, so the writes of a batch and its commit
+        go in one round trip; a read waits for what was sent before it."""
         if self.writes is None:
             raise StorageUnavailable(f"{self.shown} was opened for reading only")
-        with translated("write", self.url), self.writes.connection() as conn, conn.transaction():
+        with (
+            translated("write", self.url),
+            self.writes.connection() as conn,
+            conn.pipeline(),
+            conn.transaction(),
+        ):
             yield conn
 
     @contextmanager
