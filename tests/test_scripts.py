@@ -76,6 +76,16 @@ def test_bench_scale_prints_its_figures() -> None:
 
 
 @pytest.mark.slow
+def test_crash_test_on_postgres_loses_nothing(postgres: object) -> None:
+    # Its own PostgreSQL server (fsync on); the fixture only makes sure one can start.
+    out = run("scripts/crash_test.py", "--postgres", "--cycles", "3", "--callbacks", "600",
+              "--clients", "4")  # fmt: skip
+    result = dict(pair.split("=") for pair in out.splitlines()[-1].split())
+    assert (result["lost"], result["stored_twice"]) == ("0", "0")
+    assert result["states_rebuild_changed"] == result["counters_off"] == "0"
+
+
+@pytest.mark.slow
 def test_crash_test_loses_nothing() -> None:
     out = run("scripts/crash_test.py", "--cycles", "3", "--callbacks", "600", "--clients", "4")
     result = dict(pair.split("=") for pair in out.splitlines()[-1].split())
