@@ -24,8 +24,9 @@ FORM = {"content-type": "application/x-www-form-urlencoded; charset=UTF-8"}
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(db_path=str(tmp_path / "http.db"))
+def settings(target: str) -> Settings:
+    """A new database on each backend: every test here runs on SQLite and PostgreSQL."""
+    return Settings(db_path=target)
 
 
 @pytest.fixture
@@ -310,9 +311,10 @@ def test_list_filters_over_http(settings: Settings) -> None:
         client.post("/callbacks/flow", content=flow("cancelled", 9, new), headers=JSON)
         client.post("/callbacks/flow", content=flow("completed", 5, new), headers=JSON)
         client.post("/callbacks/document", content=document_form("pending", 2), headers=FORM)
+        mark = "%s" if settings.db_path.startswith("postgresql://") else "?"
         with client.app.state.runtime.store.transaction() as tx:  # type: ignore[attr-defined]
             tx.conn.execute("UPDATE instances SET last_received_at = '2000-01-01T00:00:00Z', "
-                            "received_hour = 262968 WHERE id = ?", (old,))  # fmt: skip
+                            f"received_hour = 262968 WHERE id = {mark}", (old,))  # fmt: skip
 
         def ids(url: str) -> list[str]:
             return [item["id"] for item in client.get(url).json()["items"]]
@@ -423,21 +425,31 @@ def test_health_and_openapi_stay_open(locked: TestClient, path: str) -> None:
 
 
 def test_storage_failure_is_503_with_retry_after(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import sqlite3
 
+    import psycopg
+
+    from flowtracker.store.postgres.transaction import PostgresTransaction
     from flowtracker.store.sqlite.backend import SQLiteTransaction
 
-    def full(*args: object) -> None:
-        raise sqlite3.OperationalError("database or disk is full")
+    postgres = settings.db_path.startswith("postgresql://")
+    said = "could not extend file: No space left on device" if postgres else (
+        "database or disk is full"
+    )  # fmt: skip
 
-    monkeypatch.setattr(SQLiteTransaction, "put_subjects", full)
+    def full(*args: object) -> None:
+        raise (psycopg.errors.DiskFull if postgres else sqlite3.OperationalError)(said)
+
+    monkeypatch.setattr(
+        PostgresTransaction if postgres else SQLiteTransaction, "put_subjects", full
+    )
     response = client.post("/callbacks/flow", content=flow("completed"), headers=JSON)
     assert (response.status_code, response.headers["retry-after"], response.json()) == (
         503,
         "30",
-        error("storage_unavailable", "the database cannot write now: database or disk is full"),
+        error("storage_unavailable", f"the database cannot write now: {said}"),
     )
     monkeypatch.undo()
     assert client.get(f"/instances/{INSTANCE}").status_code == 404  # nothing half-written

@@ -1,6 +1,9 @@
-"""Read models over a real store: whole values, filters, keyset pagination, quarantine."""
+"""Read models over a real store: whole values, filters, keyset pagination, quarantine;
+on both backends (`store` is each of them in turn)."""
 
 import json
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -8,7 +11,8 @@ from flowtracker.engine.parsing import parse_document, parse_flow
 from flowtracker.errors import InvalidQuery, NotFound
 from flowtracker.ingest.pipeline import Pipeline
 from flowtracker.reads import summaries, views
-from flowtracker.store.protocol import Quarantined, SubjectFilter
+from flowtracker.store.opening import open_store
+from flowtracker.store.protocol import Quarantined, Store, SubjectFilter
 from flowtracker.store.sqlite.backend import SQLiteStore
 from tests.conftest import DOCUMENT, INSTANCE, T0, Clock, at, document_form, flow
 
@@ -18,7 +22,22 @@ IDS = [f"00000000-0000-4000-8000-{n:012d}" for n in range(7)]
 NOT_A_CURSOR = "not a cursor this API gave out"
 
 
-def test_instance_view_is_the_whole_history(pipeline: Pipeline, store: SQLiteStore) -> None:
+@pytest.fixture
+def store(target: str) -> Iterator[Store]:
+    """The conftest's store, on SQLite and on PostgreSQL (the pipeline takes it too)."""
+    opened = open_store(target)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    opened = SQLiteStore(tmp_path / "plans.db")
+    yield opened
+    opened.close()
+
+
+def test_instance_view_is_the_whole_history(pipeline: Pipeline, store: Store) -> None:
     pipeline.ingest([parse_flow(flow("custom", 3)), parse_flow(flow("completed", 1))])
     assert views.instance(store, INSTANCE.upper()) == {
         "id": INSTANCE,
@@ -57,7 +76,7 @@ def test_instance_view_is_the_whole_history(pipeline: Pipeline, store: SQLiteSto
 
 
 def test_document_snapshot_payload_is_json_whatever_the_encoding(
-    pipeline: Pipeline, store: SQLiteStore
+    pipeline: Pipeline, store: Store
 ) -> None:
     body = document_form("pending", 2)
     pipeline.ingest([parse_document(body, "application/x-www-form-urlencoded")])
@@ -77,7 +96,7 @@ def test_document_snapshot_payload_is_json_whatever_the_encoding(
         (views.document, f"no document '{INSTANCE}'"),
     ],
 )
-def test_unknown_subject_is_not_found(store: SQLiteStore, view: object, message: str) -> None:
+def test_unknown_subject_is_not_found(store: Store, view: object, message: str) -> None:
     with pytest.raises(NotFound) as error:
         view(store, INSTANCE)  # type: ignore[operator]
     assert error.value.to_dict() == {
@@ -104,7 +123,7 @@ def ids(page: dict[str, object]) -> list[str]:
     return [item["id"] for item in page["items"]]  # type: ignore[attr-defined, index]
 
 
-def test_pages_walk_every_instance_once(seven: Pipeline, store: SQLiteStore) -> None:
+def test_pages_walk_every_instance_once(seven: Pipeline, store: Store) -> None:
     seen, cursor, pages = [], None, 0
     while True:
         page = views.instances(store, SubjectFilter(), views.Page(3, cursor))
@@ -116,9 +135,7 @@ def test_pages_walk_every_instance_once(seven: Pipeline, store: SQLiteStore) -> 
     assert (seen, pages) == (IDS, 3)
 
 
-def test_lists_are_in_the_order_instances_were_first_seen(
-    pipeline: Pipeline, store: SQLiteStore
-) -> None:
+def test_lists_are_in_the_order_instances_were_first_seen(pipeline: Pipeline, store: Store) -> None:
     first_seen = [IDS[4], IDS[1], IDS[6], IDS[0], IDS[3]]
     for n, instance in enumerate(first_seen):
         pipeline.ingest([parse_flow(flow("custom", 1, instance))])
@@ -154,8 +171,9 @@ def test_lists_are_in_the_order_instances_were_first_seen(
     ],
 )
 def test_every_list_filter_reads_an_index(
-    store: SQLiteStore, where: SubjectFilter, index: str
+    sqlite_store: Store, where: SubjectFilter, index: str
 ) -> None:
+    store = sqlite_store  # SQLite's query plans
     statements: list[str] = []
     conn = store.connections._new_reader()
     conn.set_trace_callback(statements.append)
@@ -178,13 +196,11 @@ def test_every_list_filter_reads_an_index(
         (SubjectFilter(state="cancelled"), []),
     ],
 )
-def test_filters(
-    seven: Pipeline, store: SQLiteStore, where: SubjectFilter, expected: list[str]
-) -> None:
+def test_filters(seven: Pipeline, store: Store, where: SubjectFilter, expected: list[str]) -> None:
     assert ids(views.instances(store, where, views.Page())) == expected
 
 
-def test_status_counts_stuck_instances(seven: Pipeline, store: SQLiteStore) -> None:
+def test_status_counts_stuck_instances(seven: Pipeline, store: Store) -> None:
     status = summaries.status(store, T0, stuck_age_ns=WEEK, version="1", uptime_seconds=2.5)
     assert (status["stuck"], status["instances"]["in_progress"], status["uptime_seconds"]) == (
         2,
@@ -208,14 +224,14 @@ def test_status_counts_stuck_instances(seven: Pipeline, store: SQLiteStore) -> N
     ],
 )
 def test_bad_page_is_an_invalid_query(
-    store: SQLiteStore, page: views.Page, problems: dict[str, str]
+    store: Store, page: views.Page, problems: dict[str, str]
 ) -> None:
     with pytest.raises(InvalidQuery) as error:
         views.instances(store, SubjectFilter(), page)
     assert error.value.details == problems
 
 
-def test_documents_list_by_state(pipeline: Pipeline, store: SQLiteStore) -> None:
+def test_documents_list_by_state(pipeline: Pipeline, store: Store) -> None:
     pipeline.ingest(
         [parse_document(document_form("pending", 2), "application/x-www-form-urlencoded")]
     )
@@ -223,12 +239,12 @@ def test_documents_list_by_state(pipeline: Pipeline, store: SQLiteStore) -> None
     assert ids(views.documents(store, SubjectFilter(state="closed"), views.Page())) == []
 
 
-def quarantine_one(store: SQLiteStore, body: bytes, at_: str) -> None:
+def quarantine_one(store: Store, body: bytes, at_: str) -> None:
     error = {"code": "invalid_json", "message": "body is not valid JSON", "details": None}
     store.quarantine(Quarantined(body, "application/json", error, "POST /callbacks/flow"), at_)
 
 
-def test_quarantine_counts_repeats_and_pages_newest_first(store: SQLiteStore) -> None:
+def test_quarantine_counts_repeats_and_pages_newest_first(store: Store) -> None:
     quarantine_one(store, b"{a", "2027-01-01T00:00:00.000000Z")
     quarantine_one(store, b"\xff\xfe", "2027-01-01T00:00:01.000000Z")
     quarantine_one(store, b"{a", "2027-01-01T00:00:02.000000Z")
@@ -246,7 +262,7 @@ def test_quarantine_counts_repeats_and_pages_newest_first(store: SQLiteStore) ->
 
 
 def test_anomalies_lists_illegal_late_and_quarantined(
-    pipeline: Pipeline, store: SQLiteStore, clock: Clock
+    pipeline: Pipeline, store: Store, clock: Clock
 ) -> None:
     pipeline.ingest([parse_flow(flow("cancelled", 5))])
     clock.advance(1)
