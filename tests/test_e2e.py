@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import random
 import sqlite3
 import threading
@@ -27,9 +28,16 @@ UNSEEN = "00000000-0000-4000-8000-00000000dead"
 DEMO = [line for line in (DATA / "demo.jsonl").read_bytes().splitlines() if line.strip()]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with serving(tmp_path_factory.mktemp("e2e") / "e2e.db") as server:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """`flowtracker serve` on each backend in turn: these tests run on both."""
+    directory = tmp_path_factory.mktemp("e2e")
+    db: Path | str = directory / "e2e.db"
+    if request.param == "postgres":
+        db = request.getfixturevalue("postgres").database(f"e2e_{os.getpid()}")
+    with serving(db, logs=directory) as server:
         yield server
 
 

@@ -112,8 +112,9 @@ EXPECTED = {
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(db_path=str(tmp_path / "metrics.db")))) as client:
+def client(target: str) -> Iterator[TestClient]:
+    """The app on each backend in turn."""
+    with TestClient(create_app(Settings(db_path=target))) as client:
         yield client
 
 
