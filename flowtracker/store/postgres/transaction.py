@@ -6,8 +6,9 @@ advisory lock per subject of its batch, in one global order (by the lock's key),
 two batches touching the same subjects take turns and never deadlock; under READ
 COMMITTED every statement after the locks sees what the previous holder committed. The
 counters are sharded by backend pid (`schema.SHARDS`), so no row is written by every
-transaction. Batches of statements go to the server in one round trip (psycopg's
-pipeline mode, which `executemany` uses).
+transaction. The transaction runs in psycopg's pipeline mode (`Connections.write`): a
+statement whose rows are not read does not wait for the server, so the writes of a batch
+and its commit go in one round trip.
 """
 
 from __future__ import annotations
