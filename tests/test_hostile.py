@@ -11,6 +11,8 @@ from urllib.parse import quote, urlencode
 import pytest
 from starlette.testclient import TestClient
 
+from flowtracker.engine.parsing import parse_line
+from flowtracker.errors import InvalidEvent
 from flowtracker.settings import Settings
 from flowtracker.web import create_app
 from tests.conftest import INSTANCE, document_form, document_json, flow
@@ -210,3 +212,24 @@ def test_every_other_document_id_is_taken_and_reads_back(
     page = client.get(f"/ui/documents/{path}")
     assert page.status_code == 200
     assert html.escape(document_id) in page.text
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"type": "cus\\u0000tom", "version": 1, "event_created": "2026-10-01T10:00:00Z", '
+         b'"flow_instance_id": "1e3a60ea-80b8-44bb-9e59-c64d8697b959"}', "type"),
+        (b'{"document_id": "7", "document_signed_and_sealed": false, "document_json": '
+         b'{"id": "7", "status": "clo\\u0000sed", "object_version": 1, '
+         b'"mtime": "2026-10-01T10:00:00Z"}}', "document_json.status"),
+        (b'{"document_id": "7", "document_signed_and_sealed": false, "document_json": '
+         b'{"id": "7", "status": "closed", "object_version": 1, "title": "a\\u0000b", '
+         b'"mtime": "2026-10-01T10:00:00Z"}}', "document_json.title"),
+    ],
+)  # fmt: skip
+def test_a_nul_in_a_stored_text_is_refused_by_name(body: bytes, field: str) -> None:
+    # PostgreSQL's text cannot hold U+0000: stored, it would fail every retry for ever.
+    with pytest.raises(InvalidEvent) as refused:
+        parse_line(body)
+    at = 1 if field == "document_json.title" else 3
+    assert refused.value.details == {field: f"must not hold U+0000 (at {at})"}

@@ -82,6 +82,7 @@ def parse_line(line: bytes) -> Callback:
 def _flow(fields: JSONObject, body: bytes, content_type: str) -> FlowCallback:
     problems = too_deep_fields(fields, body)
     kind = _take(fields, _TYPE, problems)
+    _no_nul(kind, "type", problems)
     version = _take(fields, _VERSION, problems)
     instance_id = _take(fields, _INSTANCE_ID, problems)
     if instance_id is not None and not _UUID.fullmatch(instance_id):
@@ -122,6 +123,8 @@ def _document(fields: JSONObject, body: bytes, content_type: str) -> DocumentCal
     status = object_version = mtime = None
     if document is not None:
         status = _take(document, _STATUS, problems, "document_json.")
+        _no_nul(status, "document_json.status", problems)
+        _no_nul(document.get("title"), "document_json.title", problems)
         object_version = _take(document, _OBJECT_VERSION, problems, "document_json.")
         mtime = _timestamp(document, _MTIME, problems, "document_json.")
         _check_id(document, document_id, problems)
@@ -201,6 +204,13 @@ def _check_id(document: JSONObject, document_id: str | None, problems: dict[str,
         problems["document_json.id"] = f"must be a string, not {json_type(inner)}"
     elif document_id is not None and str(inner) != document_id:
         problems["document_json.id"] = f"must equal document_id ({document_id!r}), got {inner!r}"
+
+
+def _no_nul(value: Any, name: str, problems: dict[str, str]) -> None:
+    """A text kept in a column of its own must not hold U+0000: PostgreSQL's text cannot,
+    and a callback that no backend can store would be retried for ever."""
+    if isinstance(value, str) and "\x00" in value:
+        problems[name] = f"must not hold U+0000 (at {value.index(chr(0))})"
 
 
 def _take(fields: JSONObject, field: Field, problems: dict[str, str], prefix: str = "") -> Any:
