@@ -38,6 +38,12 @@ class CountingStore:
         return getattr(self.store, name)
 
 
+@pytest.fixture
+def store(any_store: SQLiteStore) -> SQLiteStore:
+    """The committer over each backend in turn (the conftest's pipeline takes it)."""
+    return any_store
+
+
 @pytest.fixture(params=[False, True], ids=["thread", "inline"])
 def inline(request: pytest.FixtureRequest) -> bool:
     """The committer writes on its thread, or on the event loop (the writer process)."""

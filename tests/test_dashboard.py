@@ -54,14 +54,15 @@ def counts(html: str) -> dict[str, int]:
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(db_path=str(tmp_path / "ui.db")))) as client:
+def client(target: str) -> Iterator[TestClient]:
+    """The dashboard on each backend in turn."""
+    with TestClient(create_app(Settings(db_path=target))) as client:
         yield client
 
 
 @pytest.fixture
-def signed(tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(db_path=str(tmp_path / "ui.db"), read_token=READ_TOKEN)
+def signed(target: str) -> Iterator[TestClient]:
+    settings = Settings(db_path=target, read_token=READ_TOKEN)
     with TestClient(create_app(settings)) as client:
         yield client
 
@@ -436,9 +437,9 @@ def test_the_bearer_token_opens_the_dashboard_too(signed: TestClient) -> None:
     assert signed.get("/", headers=wrong, follow_redirects=False).status_code == 303
 
 
-@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil", ""])
-def test_signing_in_never_redirects_off_the_site(signed: TestClient, target: str) -> None:
-    response = sign_in(signed, READ_TOKEN, target)
+@pytest.mark.parametrize("elsewhere", ["//evil.example/x", "https://evil.example/", "/\\evil", ""])
+def test_signing_in_never_redirects_off_the_site(signed: TestClient, elsewhere: str) -> None:
+    response = sign_in(signed, READ_TOKEN, elsewhere)
     assert (response.status_code, response.headers["location"]) == (303, "/")
 
 
@@ -491,9 +492,9 @@ def test_after_signing_in_a_deep_link_arrives_as_it_was_sent(signed: TestClient)
     assert response.headers["location"] == "/ui/login?next=%2Fui%2Fdocuments%2Fp%252541q%3Fx%3D1"
 
 
-@pytest.mark.parametrize("target", ["/\t/evil.example", "/ui\r\nSet-Cookie: a=b"])
-def test_a_next_with_control_characters_goes_home(signed: TestClient, target: str) -> None:
-    response = sign_in(signed, READ_TOKEN, target)
+@pytest.mark.parametrize("elsewhere", ["/\t/evil.example", "/ui\r\nSet-Cookie: a=b"])
+def test_a_next_with_control_characters_goes_home(signed: TestClient, elsewhere: str) -> None:
+    response = sign_in(signed, READ_TOKEN, elsewhere)
     assert response.headers["location"] == "/"
 
 
