@@ -108,6 +108,12 @@ class InvalidQuery(FlowtrackerError):
         super().__init__(f"invalid query: {listed}", dict(problems))
 
 
+class CursorExpired(FlowtrackerError):
+    """A change-feed cursor older than what is kept: resynchronise from the read API."""
+
+    status, code = 410, "cursor_expired"
+
+
 class StorageUnavailable(FlowtrackerError):
     """The database cannot take the write now; nothing was written, the sender should retry."""
 

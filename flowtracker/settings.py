@@ -26,7 +26,20 @@ _ENVIRONMENT = {
     "head_timeout_seconds": "FLOWTRACKER_HEAD_TIMEOUT",
     "max_head": "FLOWTRACKER_MAX_HEAD",
     "log_format": "FLOWTRACKER_LOG_FORMAT",
+    "change_retention_seconds": "FLOWTRACKER_CHANGE_RETENTION",
+    "feed_buffer": "FLOWTRACKER_FEED_BUFFER",
+    "feed_keepalive_seconds": "FLOWTRACKER_FEED_KEEPALIVE",
+    "feed_send_timeout_seconds": "FLOWTRACKER_FEED_SEND_TIMEOUT",
+    "webhook_backoff": "FLOWTRACKER_WEBHOOK_BACKOFF",
+    "webhook_timeout_seconds": "FLOWTRACKER_WEBHOOK_TIMEOUT",
+    "webhook_lease_seconds": "FLOWTRACKER_WEBHOOK_LEASE",
+    "webhook_poll_seconds": "FLOWTRACKER_WEBHOOK_POLL",
 }
+# Settings that take a duration: "90" (seconds), "30s", "15m", "2h", "30d", "1.5h".
+_DURATIONS = frozenset({"change_retention_seconds", "feed_keepalive_seconds",
+                        "feed_send_timeout_seconds", "webhook_timeout_seconds",
+                        "webhook_lease_seconds", "webhook_poll_seconds"})  # fmt: skip
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 7 * 86_400}
 
 
 class SettingsError(ValueError):
@@ -51,6 +64,17 @@ class Settings:
     head_timeout_seconds: int = 10  # a request line and headers likewise (`serve` only)
     max_head: int = 32 * 1024  # bytes of request line and headers, else 431 (`serve` only)
     log_format: LogFormat = "plain"  # json: one JSON object per log line
+    # The change feed (SPEC 11) and webhooks (SPEC 12).
+    change_retention_seconds: float = 30 * 86_400  # changes kept at least this long
+    feed_buffer: int = 1_000  # changes a slow feed client may fall behind, then dropped
+    feed_keepalive_seconds: float = 15.0  # a comment line on an idle feed this often
+    feed_send_timeout_seconds: float = 10.0  # a feed client that takes no bytes: dropped
+    # The waits after a webhook delivery's 1st, 2nd, ... failure (the last repeats),
+    # each with up to a fifth of jitter.
+    webhook_backoff: str = "5s,30s,2m,10m,30m,1h"
+    webhook_timeout_seconds: float = 10.0  # a delivery not answered 2xx within: failed
+    webhook_lease_seconds: float = 30.0  # a receiver that dies: another takes over after
+    webhook_poll_seconds: float = 5.0  # new, changed or removed subscriptions seen within
 
     def __post_init__(self) -> None:
         positive = ("max_body", "stuck_age_seconds", "busy_timeout_ms", "retry_after_seconds",
@@ -65,6 +89,23 @@ class Settings:
             raise SettingsError("FLOWTRACKER_DURABILITY must be full or normal")
         if self.log_format not in ("plain", "json"):
             raise SettingsError("FLOWTRACKER_LOG_FORMAT must be plain or json")
+        for name in (*_DURATIONS, "feed_buffer"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"{_ENVIRONMENT[name]} must be more than 0")
+        self.backoff_seconds()  # a list it can read
+
+    def backoff_seconds(self) -> list[float]:
+        """`webhook_backoff` in seconds."""
+        try:
+            waits = [duration(part) for part in self.webhook_backoff.split(",")]
+        except ValueError:
+            waits = []
+        if not waits or min(waits) <= 0:
+            raise SettingsError(
+                "FLOWTRACKER_WEBHOOK_BACKOFF must be durations separated by commas, "
+                f"such as 5s,30s,2m (got {self.webhook_backoff!r})"
+            )
+        return waits
 
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -97,7 +138,20 @@ class Settings:
         return replace(self, **changes)
 
 
+def duration(text: str) -> float:
+    """Seconds in a duration: "90", "30s", "15m", "2h", "30d", "1w", "1.5h"."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (try 30s, 15m, 2h or 30d)")
+    return float(match[1]) * _UNITS[match[2]]
+
+
 def _convert(name: str, raw: str, kind: Any) -> Any:
+    if name in _DURATIONS:
+        try:
+            return duration(raw)
+        except ValueError as error:
+            raise SettingsError(f"{_ENVIRONMENT[name]}: {error}") from None
     if kind != "int":
         return raw
     try:

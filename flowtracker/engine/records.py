@@ -79,3 +79,26 @@ class Subject:
         if self.last_ns is None or entry.time_ns > self.last_ns:
             self.last_ns = entry.time_ns
         self.fresh.append(entry)
+
+
+ChangeSource = Literal["callback", "rebuild", "reconcile"]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A subject's state moved (or the subject appeared: `previous` None): one entry of
+    the change feed (SPEC 11), written in the transaction of the event that caused it.
+
+    `event` is what made the change: for a flow its `type`, `event_created` and
+    `outcome`; for a document its `status`, `object_version`, `mtime` and `outcome`.
+    `correction` marks a late event that changed the fold's conclusion.
+    """
+
+    kind: Literal["flow", "document"]
+    subject: str
+    state: str
+    previous: str | None
+    terminal: bool
+    correction: bool
+    source: ChangeSource
+    event: Mapping[str, Any]

@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 from flowtracker.engine.events import Callback, Kind
 from flowtracker.engine.fold import is_neutral, judge, refold
 from flowtracker.engine.lifecycles import DOCUMENT, FLOW, Lifecycle
-from flowtracker.engine.records import Entry, Subject
-from flowtracker.engine.timestamps import format_ns
+from flowtracker.engine.records import Change, ChangeSource, Entry, Subject
+from flowtracker.engine.timestamps import canonical, format_ns
 from flowtracker.errors import TransactionConflict
 from flowtracker.ingest.interface import Receipt
 from flowtracker.store.protocol import Store, Transaction
@@ -34,9 +34,16 @@ T = TypeVar("T")
 class Pipeline:
     """Turns parsed callbacks into stored events and states; the only writer of both."""
 
-    def __init__(self, store: Store, clock: Callable[[], int] = time.time_ns) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Callable[[], int] = time.time_ns,
+        on_changes: Callable[[int], None] | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
+        # Told the last `seq` after each commit that wrote changes (the feed's wake-up).
+        self.on_changes = on_changes
 
     def ingest(self, callbacks: Sequence[Callback]) -> list[Receipt]:
         """Store a batch of callbacks in one transaction; a receipt for each, in order."""
@@ -51,8 +58,13 @@ class Pipeline:
             tx.lock((c.kind, c.subject_id) for c in callbacks)
             batch = _Batch(tx, self.clock(), callbacks)
             receipts = [batch.take(callback) for callback in callbacks]
-            batch.write(receipts)
+            last_change = batch.write(receipts)
+        self._told(last_change)
         return receipts
+
+    def _told(self, last_change: int | None) -> None:
+        if last_change is not None and self.on_changes is not None:
+            self.on_changes(last_change)
 
     def rebuild(self, page: int = 500) -> dict[str, int]:
         """Refold every subject from its stored events; counts of what changed."""
@@ -61,7 +73,9 @@ class Pipeline:
             after = ""
             while ids := self.store.subject_ids(kind, after, page):
                 rebuilt = partial(_rebuild_page, self.store, kind, lifecycle, ids)
-                for name, n in _again_on_conflict(rebuilt).items():
+                page_counts, last_change = _again_on_conflict(rebuilt)
+                self._told(last_change)
+                for name, n in page_counts.items():
                     counts[name] += n
                 after = ids[-1]
         with self.store.transaction() as tx:
@@ -78,6 +92,7 @@ class _Batch:
         self.subjects: dict[Kind, dict[str, Subject]] = {}
         self.touched: dict[Kind, dict[str, Subject]] = {"flow": {}, "document": {}}
         self.redelivered: dict[Kind, list[Callback]] = {"flow": [], "document": []}
+        self.changes: list[Change] = []
         for kind in LIFECYCLES:
             mine = [c for c in callbacks if c.kind == kind]
             subjects = self.subjects[kind] = tx.subjects(kind, {c.subject_id for c in mine})
@@ -99,6 +114,8 @@ class _Batch:
         entry = _entry(callback)
         entry.out_of_order = entry.position < subject.last[0]
         late = entry.order < subject.last
+        # None for a subject that appears with this event (SPEC 11: `previous` null).
+        before = None if subject.stored_state is None and not subject.events else subject.state
         if not late or is_neutral(lifecycle, entry.label, entry.version):
             # Judged from the current state: in order, or a late event whose verdict is
             # the same in every state and which moves none (a refold would change nothing).
@@ -117,13 +134,17 @@ class _Batch:
             refold(lifecycle, subject, history)
         subject.last_received_at = self.now
         self.touched[kind][subject.id] = subject
+        if subject.state != before:
+            correction = late and before is not None
+            self.changes.append(_change(lifecycle, kind, subject, before, entry, correction))
         self.known[kind][entry.key] = entry.out_of_order
         verdict = entry.verdict
         return Receipt(
             verdict.outcome, entry.out_of_order, verdict.reason, kind, subject.id, subject.state
         )
 
-    def write(self, receipts: Sequence[Receipt]) -> None:
+    def write(self, receipts: Sequence[Receipt]) -> int | None:
+        """The batch's writes; the last change's `seq`, if it made any."""
         # The outcome each delivery got when it arrived: a late event may change the stored
         # outcomes, but these only grow (Prometheus counters).
         arrived = Counter((r.kind, r.outcome) for r in receipts)
@@ -140,6 +161,8 @@ class _Batch:
             deltas.update(_deltas(kind, touched, fresh, changed, len(self.redelivered[kind])))
         self.tx.bump(deltas)
         self.tx.count_received(self.now_ns, len(receipts))
+        # Last: the changes take their numbers in commit order (see `add_changes`).
+        return self.tx.add_changes(self.changes, self.now)
 
     def _subject(self, kind: Kind, lifecycle: Lifecycle, subject_id: str) -> Subject:
         subject = self.subjects[kind].get(subject_id)
@@ -173,8 +196,9 @@ def _again_on_conflict(run: Callable[[], T]) -> T:
 
 def _rebuild_page(
     store: Store, kind: Kind, lifecycle: Lifecycle, ids: Sequence[str]
-) -> dict[str, int]:
+) -> tuple[dict[str, int], int | None]:
     counts = {"subjects": 0, "events": 0, "changed_outcomes": 0, "changed_states": 0}
+    changes: list[Change] = []
     with store.transaction() as tx:
         tx.lock((kind, subject_id) for subject_id in ids)
         subjects = tx.subjects(kind, set(ids))
@@ -188,8 +212,38 @@ def _rebuild_page(
             counts["events"] += len(history)
             counts["changed_outcomes"] += len(changed)
             counts["changed_states"] += subject.state != before
+            if subject.state != before:
+                last = next((e for e in reversed(history) if e.verdict.outcome == "applied"),
+                            history[-1])  # fmt: skip
+                changes.append(
+                    _change(lifecycle, kind, subject, before, last, False, source="rebuild")
+                )
         tx.put_subjects(kind, list(subjects.values()))
-    return counts
+        last_change = tx.add_changes(changes, format_ns(time.time_ns()))
+    return counts, last_change
+
+
+def _change(
+    lifecycle: Lifecycle,
+    kind: Kind,
+    subject: Subject,
+    previous: str | None,
+    entry: Entry,
+    correction: bool,
+    source: ChangeSource = "callback",
+) -> Change:
+    """The change a subject's new state makes, `entry` the event that made it."""
+    at = canonical(entry.time_ns)
+    event: dict[str, Any] = (
+        {"type": entry.label, "event_created": at}
+        if kind == "flow"
+        else {"status": entry.label, "object_version": entry.position[0], "mtime": at}
+    )
+    event["outcome"] = entry.verdict.outcome
+    return Change(
+        kind, subject.id, subject.state, previous, subject.state in lifecycle.terminal,
+        correction, source, event,
+    )  # fmt: skip
 
 
 def _deltas(

@@ -8,23 +8,27 @@ it again, and dedup makes that safe), and the next callback connects anew.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from flowtracker.errors import StorageUnavailable
 from flowtracker.ingest.interface import CallbackRequest, Receipt
-from flowtracker.ingest.wire import GONE, Framed, request_fields
+from flowtracker.ingest.wire import CHANGES_NOTICE, GONE, Framed, request_fields
 
 ANSWER_SECONDS = 60.0  # a request unanswered for one to two times this is answered 503
+RECONNECT_SECONDS = 0.5  # between attempts to reach a writer that went away, for notices
 
 
 class _Writer(Framed):
     """A worker's connection to the writer: requests by number, answers as they come."""
 
-    def __init__(self, answer_seconds: float) -> None:
+    def __init__(self, answer_seconds: float, on_changes: Callable[[], None]) -> None:
         super().__init__()
         self.answer_seconds = answer_seconds
+        self.on_changes = on_changes
         self.waiting: dict[int, asyncio.Future[Any]] = {}
         self.lost = False
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._next = 0
         self._overdue = 0  # requests numbered up to this were asked a sweep ago
 
@@ -53,6 +57,9 @@ class _Writer(Framed):
 
     def received(self, message: Any) -> None:
         request_id, ok, value = message
+        if request_id == CHANGES_NOTICE:
+            self.on_changes()
+            return
         future = self.waiting.pop(request_id, None)
         if future is None or future.done():  # given up on (the sweep) or cancelled
             return
@@ -63,6 +70,8 @@ class _Writer(Framed):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if not self.closed.done():
+            self.closed.set_result(None)
         for future in self.waiting.values():
             if not future.done():
                 future.set_exception(StorageUnavailable(GONE))
@@ -77,6 +86,26 @@ class RemoteIntake:
         self.answer_seconds = answer_seconds
         self._writer: _Writer | None = None
         self._connecting: asyncio.Lock | None = None
+        self._on_changes: Callable[[], None] = lambda: None
+        self._watching: asyncio.Task[None] | None = None
+
+    def watch(self, on_changes: Callable[[], None]) -> None:
+        """Call `on_changes` whenever the writer commits changes: stays connected to it
+        for its notices, and connects again when it comes back."""
+        self._on_changes = on_changes
+        self._watching = asyncio.create_task(self._stay_connected(), name="writer-notices")
+
+    async def _stay_connected(self) -> None:
+        while True:
+            try:
+                writer = self._writer
+                if writer is None or writer.lost:
+                    writer = await self._connect()
+                await writer.closed
+            except StorageUnavailable:
+                pass
+            self._on_changes()  # notices may have been missed meanwhile
+            await asyncio.sleep(RECONNECT_SECONDS)
 
     async def take(self, request: CallbackRequest) -> Receipt:
         return Receipt(*await self._ask(request))
@@ -85,6 +114,8 @@ class RemoteIntake:
         await self._ask(None)
 
     async def stop(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
         if self._writer is not None and self._writer.transport is not None:
             self._writer.transport.close()
 
@@ -102,7 +133,8 @@ class RemoteIntake:
                 loop = asyncio.get_running_loop()
                 try:
                     _, self._writer = await loop.create_unix_connection(
-                        lambda: _Writer(self.answer_seconds), self.socket_path
+                        lambda: _Writer(self.answer_seconds, lambda: self._on_changes()),
+                        self.socket_path,
                     )
                 except OSError as error:
                     raise StorageUnavailable(

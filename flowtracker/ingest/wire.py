@@ -7,7 +7,9 @@ run code as that user.
 A worker asks `(number, request fields)`, or `(number, None)` for a ping; the writer
 answers `(number, True, receipt fields)` or `(number, False, error)`, where the error is
 a `FlowtrackerError` or None for a failure that is not one. Fields are plain tuples, in
-the named tuples' own order: pickled as themselves, they would name their class.
+the named tuples' own order: pickled as themselves, they would name their class. After a
+commit that wrote changes, the writer tells every worker `(CHANGES_NOTICE, True, seq)`,
+the last change's number (for the feeds, `feed.hub`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ log = logging.getLogger("flowtracker")
 WRITER_SOCKET = "FLOWTRACKER_WRITER_SOCKET"  # how `serve` tells its workers where it is
 GONE = "the writer process went away; deliver it again"
 _HEADER = struct.Struct("!I")
+CHANGES_NOTICE = 0  # the number of no request (they count from 1)
 
 
 def request_fields(request: CallbackRequest) -> tuple[Any, ...]:

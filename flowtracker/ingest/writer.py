@@ -36,7 +36,7 @@ from flowtracker.errors import FlowtrackerError, StorageUnavailable
 from flowtracker.ingest.intake import LocalIntake
 from flowtracker.ingest.interface import CallbackRequest
 from flowtracker.ingest.pipeline import Pipeline
-from flowtracker.ingest.wire import GONE, Framed, receipt_fields
+from flowtracker.ingest.wire import CHANGES_NOTICE, GONE, Framed, receipt_fields
 from flowtracker.settings import Settings
 from flowtracker.store.opening import open_store
 
@@ -55,9 +55,18 @@ class _Worker(Framed):
 
     gather = True
 
-    def __init__(self, intake: LocalIntake, pending: set[asyncio.Future[Any]]) -> None:
+    def __init__(
+        self, intake: LocalIntake, pending: set[asyncio.Future[Any]], workers: set[_Worker]
+    ) -> None:
         super().__init__()
-        self.intake, self.pending = intake, pending
+        self.intake, self.pending, self.workers = intake, pending, workers
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.workers.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.workers.discard(self)
 
     def received(self, message: Any) -> None:
         request_id, fields = message
@@ -121,10 +130,16 @@ async def _serve(settings: Settings, socket_path: str) -> None:
     store = open_store(
         settings.db_path, durability=settings.durability, busy_timeout_ms=settings.busy_timeout_ms
     )
+    workers: set[_Worker] = set()
+
+    def tell_workers(last_change: int) -> None:  # on this loop: the commits are inline
+        for worker in list(workers):
+            worker.send((CHANGES_NOTICE, True, last_change))
+
     try:
         intake = LocalIntake(
             store,
-            Pipeline(store),
+            Pipeline(store, on_changes=tell_workers),
             max_batch=settings.batch_max,
             max_wait=settings.batch_wait_ms / 1000,
             # Committed on this loop, not a thread: the writer has nothing else to do, and
@@ -133,7 +148,9 @@ async def _serve(settings: Settings, socket_path: str) -> None:
         )
         intake.start()
         pending: set[asyncio.Future[Any]] = set()
-        server = await loop.create_unix_server(lambda: _Worker(intake, pending), socket_path)
+        server = await loop.create_unix_server(
+            lambda: _Worker(intake, pending, workers), socket_path
+        )
         closed = loop.create_future()
         await loop.connect_read_pipe(lambda: _Closing(closed), sys.stdin)
         sys.stdout.buffer.write(READY)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -57,6 +57,22 @@ _FAMILIES: dict[str, tuple[type[Family], str, list[str]]] = {
         "When the last callback was received (Unix time); absent before the first.",
         [],
     ),
+    "flowtracker_changes": (
+        CounterMetricFamily,
+        "Changes written to the change feed (the last seq).",
+        [],
+    ),
+    "flowtracker_webhook_deliveries": (
+        CounterMetricFamily,
+        "Webhook delivery attempts, by subscription and result (delivered: answered 2xx; "
+        "failed: anything else, retried).",
+        ["subscription", "result"],
+    ),
+    "flowtracker_webhook_lag": (
+        GaugeMetricFamily,
+        "Changes committed that a subscription has not been delivered yet.",
+        ["subscription"],
+    ),
 }
 
 
@@ -101,6 +117,7 @@ class StoreCollector(Collector):
             "flowtracker_documents": [([s], n) for s, n in counts["documents"].items()],
             "flowtracker_stuck_instances": [([], counts["stuck"])],
             "flowtracker_last_callback_timestamp_seconds": _last(counts["last_callback_at"]),
+            **self._feed(),
         }
         families: list[Metric] = []
         for name, rows in samples.items():
@@ -109,6 +126,28 @@ class StoreCollector(Collector):
                 family.add_metric(labels, value)
             families.append(family)
         return families
+
+    def _feed(self) -> dict[str, list[tuple[list[str], float]]]:
+        last, _ = self.store.change_clock()
+        subscriptions = self.store.subscriptions()
+        return {
+            "flowtracker_changes": [([], last)],
+            "flowtracker_webhook_deliveries": [
+                ([s.id, result], n)
+                for s in subscriptions
+                for result, n in (("delivered", s.delivered), ("failed", s.failed))
+            ],
+            "flowtracker_webhook_lag": [([s.id], max(0, last - s.position)) for s in subscriptions],
+        }
+
+
+def open_feeds(registry: CollectorRegistry) -> Gauge:
+    """The gauge of feeds open in this process, registered on `registry`."""
+    return Gauge(
+        "flowtracker_feed_connections",
+        "Server-Sent Events feeds (/feed) open. Per worker process.",
+        registry=registry,
+    )
 
 
 def _family(name: str) -> Family:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from flowtracker.errors import UnusableDatabase
 from flowtracker.store.protocol import Store
-from flowtracker.store.tables import COPIED
+from flowtracker.store.tables import COPIED, REPLACED
 
 PAGE = 1_000  # rows per read and per destination transaction
 
@@ -16,9 +16,10 @@ PAGE = 1_000  # rows per read and per destination transaction
 def size(store: Store) -> int:
     """About how many rows a copy of `store` carries (for a progress bar)."""
     totals = store.totals("1970-01-01T00:00:00Z")
+    last_change, pruned = store.change_clock()
     return (sum(sum(counts.values()) for counts in totals.outcomes.values())
             + sum(sum(counts.values()) for counts in totals.states.values())
-            + totals.quarantined)  # fmt: skip
+            + totals.quarantined + last_change - pruned)  # fmt: skip
 
 
 def copy(source: Store, destination: Store, progress: Callable[[int], None]) -> dict[str, int]:
@@ -35,7 +36,7 @@ def copy(source: Store, destination: Store, progress: Callable[[int], None]) -> 
             with destination.transaction() as tx:
                 tx.load(table, rows)
             copied[table] += len(rows)
-            if table not in ("counters", "received_per_minute"):
+            if table not in REPLACED and table != "subscriptions":
                 progress(len(rows))
             after = rows[-1][key]
     return copied

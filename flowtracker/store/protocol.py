@@ -8,14 +8,22 @@ opens, `UnusableDatabase`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from flowtracker.engine.events import Callback, Kind
-from flowtracker.engine.records import Entry, Subject
-from flowtracker.store.rows import AnomalyRow, EventRow, QuarantineRow, SubjectRow, Totals
+from flowtracker.engine.records import Change, Entry, Subject
+from flowtracker.store.rows import (
+    AnomalyRow,
+    ChangeRow,
+    EventRow,
+    QuarantineRow,
+    SubjectRow,
+    SubscriptionRow,
+    Totals,
+)
 
 
 class Transaction(Protocol):
@@ -59,6 +67,11 @@ class Transaction(Protocol):
     def count_received(self, at_ns: int, callbacks: int) -> None:
         """Add to the callbacks taken in the minute of `at_ns`, forget those of a day ago,
         and keep `at_ns` as the last callback's time if it is the latest."""
+
+    def add_changes(self, changes: Sequence[Change], at: str) -> int | None:
+        """Append these changes to the change log, numbered on from the last; the last
+        `seq` given (None for none). The transaction's last statement: the numbers are
+        taken in commit order (a change is visible only after every smaller one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +162,46 @@ class Store(Protocol):
     def rows(self, table: str, after: Any, limit: int) -> list[dict[str, Any]]:
         """The stored rows of one of `tables.COPIED`, in its key's order, after `after`
         (None: from the first), by column name; for `flowtracker copy`."""
+
+    # The change log (SPEC 11) and the webhook subscriptions (SPEC 12): `store.feeding`.
+
+    def changes(
+        self, after: int, limit: int, kind: Kind | None = None, subject: str | None = None
+    ) -> list[ChangeRow]:
+        """Changes with `seq` above `after`, oldest first, of one kind or subject if given."""
+
+    def change_clock(self) -> tuple[int, int]:
+        """The last `seq` committed, and the greatest pruned (0 for none)."""
+
+    def prune_changes(self, before: str, page: int = ...) -> int:
+        """Remove the changes committed before `before`, never one still owed to a
+        subscription; how many went."""
+
+    def add_subscription(
+        self, id_: str, url: str, kinds: Sequence[Kind], secret: str, *, from_start: bool,
+        at: str,
+    ) -> SubscriptionRow: ...  # fmt: skip
+
+    def subscriptions(self) -> list[SubscriptionRow]: ...
+
+    def subscription(self, id_: str) -> SubscriptionRow | None: ...
+
+    def remove_subscription(self, id_: str) -> bool: ...
+
+    def change_subscription(self, id_: str, **values: Any) -> bool: ...
+
+    def lease_subscription(self, id_: str, owner: str, now_ns: int, until_ns: int) -> bool: ...
+
+    def release_subscription(self, id_: str, owner: str) -> None: ...
+
+    def record_attempt(
+        self, id_: str, owner: str, expected: int, *, position: int, delivered: bool,
+        at: str, status: int | None, error: str | None, next_attempt_ns: int,
+    ) -> bool: ...  # fmt: skip
+
+    def watch_changes(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call `wake` (on another thread) whenever any process commits changes, until the
+        function returned is called."""
 
     def ping(self) -> None:
         """Raise StorageUnavailable unless the database answers and takes a write."""

@@ -102,3 +102,48 @@ class Totals:
     quarantined_requests: int
     stuck: int
     last_callback_ns: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRow:
+    """One change of the change log (SPEC 11); `event` its JSON text as stored."""
+
+    seq: int
+    kind: Kind
+    subject: str
+    state: str
+    previous: str | None
+    terminal: bool
+    correction: bool
+    source: str
+    event: str
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRow:
+    """A webhook subscription (SPEC 12) and how its deliveries go.
+
+    `position` is the last `seq` delivered (or skipped, for a kind it does not take);
+    `failures` the attempts that failed since the last success; `next_attempt_ns` when
+    the next may start. The lease says which receiver delivers for it, until when.
+    """
+
+    id: str
+    url: str
+    kinds: tuple[Kind, ...]
+    secret: str
+    old_secret: str | None  # a rotated secret, still signing until `old_secret_until`
+    old_secret_until: str | None
+    position: int
+    paused: bool
+    created_at: str
+    delivered: int
+    failed: int
+    failures: int
+    next_attempt_ns: int
+    last_attempt_at: str | None
+    last_error: str | None
+    last_status: int | None
+    lease_owner: str | None
+    lease_until_ns: int

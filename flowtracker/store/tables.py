@@ -7,12 +7,14 @@ Table and column names come from the fixed mappings here, never from input.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Protocol
 
+import orjson
+
 from flowtracker.engine.events import KINDS, Callback, DocumentCallback, FlowCallback, Kind
-from flowtracker.engine.records import Entry, Subject, Verdict
+from flowtracker.engine.records import Change, Entry, Subject, Verdict
 from flowtracker.engine.timestamps import canonical, parse_timestamp
 from flowtracker.store.rows import EventRow, SubjectRow, Totals
 
@@ -209,6 +211,16 @@ def _labelled(counters: Mapping[str, int], prefix: str) -> dict[str, int]:
     return {name[len(prefix) :]: n for name, n in counters.items() if name.startswith(prefix) and n}
 
 
+# The change log (SPEC 11): one row per change, numbered by `seq` in commit order; the
+# last number given is kept in `change_clock` (a single row, taken last in a transaction).
+CHANGE_COLUMNS = ("seq", "kind", "subject", "state", "previous", "terminal", "correction",
+                  "source", "event", "at")  # fmt: skip
+SUBSCRIPTION_COLUMNS = (
+    "id", "url", "kinds", "secret", "old_secret", "old_secret_until", "position", "paused",
+    "created_at", "delivered", "failed", "failures", "next_attempt_ns", "last_attempt_at",
+    "last_error", "last_status", "lease_owner", "lease_until_ns",
+)  # fmt: skip
+
 # What `flowtracker copy` carries, table by table in this order (subjects before their
 # events): each table's key, in whose order it is read, and its columns. The counters and
 # the minutes are read summed over PostgreSQL's shards.
@@ -225,5 +237,43 @@ COPIED: dict[str, tuple[str, tuple[str, ...]]] = {
                                  "first_seen", "last_seen", "count")),
     "counters": ("name", ("name", "value")),
     "received_per_minute": ("minute", ("minute", "callbacks")),
+    "changes": ("seq", CHANGE_COLUMNS),
+    "change_clock": ("id", ("id", "seq", "pruned_through")),
+    "subscriptions": ("id", SUBSCRIPTION_COLUMNS),
 }  # fmt: skip
-BOOLEAN_COLUMNS = frozenset({"out_of_order", "signed_and_sealed"})
+# Tables a new database holds rows of already: the copied rows replace them.
+REPLACED = frozenset({"counters", "received_per_minute", "change_clock"})
+BOOLEAN_COLUMNS = frozenset({"out_of_order", "signed_and_sealed", "terminal", "correction",
+                             "paused"})  # fmt: skip
+
+
+def change_values(changes: Sequence[Change], first: int, at: str) -> list[tuple[Any, ...]]:
+    """The rows of `changes` (`CHANGE_COLUMNS`), numbered from `first`."""
+    return [
+        (seq, c.kind, c.subject, c.state, c.previous, c.terminal, c.correction,
+         c.source, orjson.dumps(c.event).decode(), at)
+        for seq, c in enumerate(changes, start=first)
+    ]  # fmt: skip
+
+
+# The change feed's tables, for either backend (`{bigint}`, `{boolean}` and `{text}` are
+# the backend's names of those types; text compared in byte order).
+CHANGE_FEED = """
+CREATE TABLE changes (
+    seq {bigint} PRIMARY KEY,
+    kind {text} NOT NULL, subject {text} NOT NULL, state {text} NOT NULL, previous {text},
+    terminal {boolean} NOT NULL, correction {boolean} NOT NULL, source {text} NOT NULL,
+    event {text} NOT NULL, at {text} NOT NULL);
+CREATE INDEX changes_subject ON changes (kind, subject, seq);
+CREATE TABLE change_clock (
+    id integer PRIMARY KEY CHECK (id = 1),
+    seq {bigint} NOT NULL, pruned_through {bigint} NOT NULL);
+INSERT INTO change_clock VALUES (1, 0, 0);
+CREATE TABLE subscriptions (
+    id {text} PRIMARY KEY, url {text} NOT NULL, kinds {text} NOT NULL,
+    secret {text} NOT NULL, old_secret {text}, old_secret_until {text},
+    position {bigint} NOT NULL, paused {boolean} NOT NULL, created_at {text} NOT NULL,
+    delivered {bigint} NOT NULL, failed {bigint} NOT NULL, failures integer NOT NULL,
+    next_attempt_ns {bigint} NOT NULL, last_attempt_at {text}, last_error {text},
+    last_status integer, lease_owner {text}, lease_until_ns {bigint} NOT NULL);
+"""

@@ -8,6 +8,7 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -23,22 +24,23 @@ from flowtracker.errors import (
     FlowtrackerError,
     NotFound,
 )
+from flowtracker.feed.hub import Hub
 from flowtracker.ingest.intake import LocalIntake
 from flowtracker.ingest.interface import Intake
 from flowtracker.ingest.pipeline import Pipeline
 from flowtracker.ingest.remote_intake import RemoteIntake
 from flowtracker.ingest.wire import WRITER_SOCKET
 from flowtracker.logs import lighten
-from flowtracker.reads.metrics import StoreCollector, request_latency
+from flowtracker.reads.metrics import StoreCollector, open_feeds, request_latency
 from flowtracker.settings import Settings
 from flowtracker.store.opening import open_store
-from flowtracker.web import callbacks, dashboard, reads, session
+from flowtracker.web import callbacks, dashboard, feed, reads, session
 from flowtracker.web.auth import RedactTokens
 from flowtracker.web.guard import HEAD_LIMITS, HeadLimits
 from flowtracker.web.latency import LatencySeries, RequestTimer
 from flowtracker.web.openapi import openapi_document
 from flowtracker.web.responses import error_response, internal_error, not_allowed
-from flowtracker.web.runtime import Runtime
+from flowtracker.web.runtime import Runtime, off_the_loop
 from flowtracker.web.templating import templates
 
 log = logging.getLogger("flowtracker")
@@ -63,20 +65,26 @@ def create_app(
             durability=settings.durability,
             busy_timeout_ms=settings.busy_timeout_ms,
         )
+        hub = Hub(store, partial(off_the_loop, store), buffer=settings.feed_buffer)
         intake: Intake
         if writer_socket is not None:
-            intake = RemoteIntake(writer_socket)
+            intake = remote = RemoteIntake(writer_socket)
+            remote.watch(hub.wake)  # the writer's notices of its commits
         else:
             intake = local = LocalIntake(
                 store,
-                Pipeline(store),
+                Pipeline(store, on_changes=lambda _: hub.wake()),
                 max_batch=settings.batch_max,
                 max_wait=settings.batch_wait_ms / 1000,
             )
             local.start()
+        stop_watching = store.watch_changes(hub.wake)  # other receivers' (PostgreSQL)
+        await hub.start()
         collector = StoreCollector(store, settings.stuck_age_seconds)
         registry.register(collector)
-        app.state.runtime = run = Runtime(settings, store, intake, registry=registry)
+        app.state.runtime = run = Runtime(
+            settings, store, intake, hub, open_feeds(registry), registry=registry
+        )
         run.deadlines.start()
         _warn_when_open(settings)
         orphan_watch = asyncio.create_task(_stop_when_orphaned(supervisor))
@@ -86,6 +94,8 @@ def create_app(
         finally:
             run.deadlines.stop()
             orphan_watch.cancel()
+            stop_watching()
+            await hub.stop()
             registry.unregister(collector)
             try:
                 await intake.stop()
@@ -105,6 +115,8 @@ def create_app(
         Route("/status", reads.status, methods=["GET"]),
         Route("/anomalies", reads.anomalies, methods=["GET"]),
         Route("/quarantine", reads.quarantine, methods=["GET"]),
+        Route("/changes", feed.changes_page, methods=["GET"]),
+        Route("/feed", feed.feed, methods=["GET"]),
         Route("/healthz", reads.healthz, methods=["GET"]),
         Route("/metrics", reads.metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
@@ -146,6 +158,7 @@ def _dashboard_routes() -> list[Route | Mount]:
         Route("/ui/quarantine", dashboard.quarantine, methods=["GET"]),
         Route("/ui/quarantine/{body_hash}/body", dashboard.quarantined_body, methods=["GET"]),
         Route("/ui/pulse", dashboard.pulse, methods=["GET"]),
+        Route("/ui/feed", feed.dashboard_feed, methods=["GET"]),
         Route("/ui/login", session.login, methods=["GET", "POST"]),
         Route("/ui/logout", session.logout, methods=["POST"]),
         Mount("/ui/static", static, name="static"),

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import anyio.to_thread
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 from starlette.requests import HTTPConnection
 
+from flowtracker.feed.hub import Hub
 from flowtracker.ingest.interface import Intake
 from flowtracker.settings import Settings
 from flowtracker.store.protocol import Store
@@ -24,6 +25,8 @@ class Runtime:
     settings: Settings
     store: Store
     intake: Intake  # where callbacks go: this process's committer, or the writer process
+    hub: Hub  # fans the change log out to this process's open feeds
+    open_feeds: Gauge  # /metrics: the feeds open in this process
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)  # /metrics
     deadlines: Deadlines = field(default_factory=Deadlines)  # for reading bodies
     started: float = field(default_factory=time.monotonic)

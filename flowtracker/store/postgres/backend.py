@@ -7,23 +7,25 @@ the pools, `transaction` the writes, `queries` the reads, `schema` the migration
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from psycopg.rows import tuple_row
 
 from flowtracker.settings import Durability
+from flowtracker.store.feeding import FeedStatements
 from flowtracker.store.opening import Access
 from flowtracker.store.postgres import queries
 from flowtracker.store.postgres.connection import Connections
+from flowtracker.store.postgres.listening import Listener
 from flowtracker.store.postgres.transaction import SHARDED, PostgresTransaction, quarantine
 from flowtracker.store.protocol import Quarantined
 from flowtracker.store.reading import QueryReads
 from flowtracker.store.tables import COPIED, LAST_CALLBACK
 
 
-class PostgresStore(QueryReads):
+class PostgresStore(QueryReads, FeedStatements):
     """A flowtracker database on PostgreSQL (see `Connections` for `access`)."""
 
     queries = queries
@@ -63,6 +65,11 @@ class PostgresStore(QueryReads):
         with self.connections.write() as conn:
             quarantine(conn, item, at)
 
+    def _run(self, sql: str, params: Sequence[Any] = (), *, write: bool = False) -> list[Any]:
+        sql = sql.replace("?", "%s")  # the statements of `feeding` hold no other "?"
+        with self.connections.write() if write else self.connections.reading() as conn:
+            return conn.execute(sql.encode(), params).fetchall()
+
     def rows(self, table: str, after: Any, limit: int) -> list[dict[str, Any]]:
         key, columns = COPIED[table]
         shown = ", ".join(columns)
@@ -91,6 +98,10 @@ class PostgresStore(QueryReads):
                 "ON CONFLICT (id) DO UPDATE SET filler = excluded.filler",
                 (PostgresTransaction(conn).shard, os.urandom(65536)),
             )
+
+    def watch_changes(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """NOTIFY from every receiver's commits, on a connection of its own."""
+        return Listener(self.connections.url, wake).stop
 
     def close(self) -> None:
         self.connections.close()

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from flowtracker.errors import UnusableDatabase
-from flowtracker.store.tables import LAST_CALLBACK
+from flowtracker.store.tables import CHANGE_FEED, LAST_CALLBACK
 
 SHARDS = 16  # counter rows per name: concurrent transactions seldom meet on one
 MIGRATIONS_TABLE = "flowtracker_migrations"
@@ -86,7 +86,11 @@ CREATE INDEX documents_anomalous ON documents (seq) WHERE anomalies > 0;
 CREATE INDEX quarantine_last_seen ON quarantine (last_seen, body_hash);
 """
 
-MIGRATIONS: dict[str, str] = {"p001_initial": P001_INITIAL}
+MIGRATIONS: dict[str, str] = {
+    "p001_initial": P001_INITIAL,
+    "p002_change_feed": CHANGE_FEED.format(bigint="bigint", boolean="boolean",
+                                           text='text COLLATE "C"'),
+}  # fmt: skip
 
 # Totals for /status, computed again from the tables (`rebuild`), into shard 0. The
 # outcomes deliveries got on arrival cannot be recomputed: they are kept, and so is the

@@ -19,13 +19,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from flowtracker.engine.events import Callback, Kind
-from flowtracker.engine.records import Entry, Subject
+from flowtracker.engine.records import Change, Entry, Subject
 from flowtracker.engine.timestamps import format_ns
 from flowtracker.store.postgres.connection import Connection
 from flowtracker.store.postgres.schema import RECOUNT, SHARDS
 from flowtracker.store.protocol import Quarantined
 from flowtracker.store.tables import (
     BOOLEAN_COLUMNS,
+    CHANGE_COLUMNS,
     COLUMNS,
     COPIED,
     ENTRY,
@@ -35,7 +36,9 @@ from flowtracker.store.tables import (
     ORDER,
     OWN_COLUMNS,
     OWNER,
+    REPLACED,
     SUBJECTS,
+    change_values,
     event_key,
     subject,
     subject_columns,
@@ -58,6 +61,9 @@ _INSERT: dict[Kind, str] = {
     f"VALUES (%s, {', '.join(['%s'] * len(OWN_COLUMNS[kind]))}, %s, %s, %s, 1, %s, %s, %s, %s)"
     for kind in EVENTS
 }
+_INSERT_CHANGE = (f"INSERT INTO changes ({', '.join(CHANGE_COLUMNS)}) "
+                  f"VALUES ({', '.join(['%s'] * len(CHANGE_COLUMNS))})")  # fmt: skip
+CHANGES_CHANNEL = "flowtracker_changes"  # NOTIFY'd with the last `seq` of each commit
 _BUMP = ("INSERT INTO counters (name, shard, value) VALUES (%s, %s, %s) ON CONFLICT "
          "(name, shard) DO UPDATE SET value = counters.value + excluded.value")  # fmt: skip
 
@@ -174,6 +180,10 @@ class PostgresTransaction:
         names = (*columns, "shard") if table in SHARDED else columns
         replace = (f" ON CONFLICT ({columns[0]}, shard) DO UPDATE SET {columns[1]} = "
                    f"excluded.{columns[1]}") if table in SHARDED else ""  # fmt: skip
+        if table in REPLACED - SHARDED:
+            replace = f" ON CONFLICT ({columns[0]}) DO UPDATE SET " + ", ".join(
+                f"{name} = excluded.{name}" for name in columns[1:]
+            )
         self.conn.cursor().executemany(
             f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))})"
             + replace,
@@ -209,6 +219,24 @@ class PostgresTransaction:
             "DELETE FROM received_per_minute WHERE shard = %s AND minute < %s",
             (self.shard, format_ns(at_ns - 86_400 * 1_000_000_000)[:16]),
         )
+
+    def add_changes(self, changes: Sequence[Change], at: str) -> int | None:
+        """The commit-order counter: the clock's one row, updated last, stays locked until
+        this transaction has committed and is visible; the next writer of changes waits
+        for it and numbers on from there. So a change never becomes visible before one
+        with a smaller `seq` (docs/architecture.md). The NOTIFY goes out at commit."""
+        if not changes:
+            return None
+        row = self.conn.execute(
+            "UPDATE change_clock SET seq = seq + %s RETURNING seq", (len(changes),)
+        ).fetchone()
+        assert row is not None
+        last = int(row["seq"])
+        self.conn.cursor().executemany(
+            _INSERT_CHANGE, change_values(changes, last - len(changes) + 1, at)
+        )
+        self.conn.execute("SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, str(last)))
+        return last
 
 
 def quarantine(conn: Connection, item: Quarantined, at: str) -> None:

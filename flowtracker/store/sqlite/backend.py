@@ -6,12 +6,13 @@ connections, `transaction` the writes, `queries` the reads, `schema` the migrati
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from flowtracker.settings import Durability
+from flowtracker.store.feeding import FeedStatements
 from flowtracker.store.opening import Access
 from flowtracker.store.protocol import Quarantined
 from flowtracker.store.reading import QueryReads
@@ -21,7 +22,7 @@ from flowtracker.store.sqlite.transaction import SQLiteTransaction, quarantine
 from flowtracker.store.tables import COPIED
 
 
-class SQLiteStore(QueryReads):
+class SQLiteStore(QueryReads, FeedStatements):
     """A flowtracker database in one SQLite file (see `Connections` for `access`)."""
 
     queries = queries
@@ -67,6 +68,13 @@ class SQLiteStore(QueryReads):
         with translated("quarantine a request"), self.connections.write() as conn:
             quarantine(conn, item, at)
 
+    def _run(self, sql: str, params: Sequence[Any] = (), *, write: bool = False) -> list[Any]:
+        if not write:
+            with self.connections.reading() as read:
+                return read(sql, params)
+        with translated("write"), self.connections.write() as conn:
+            return conn.execute(sql, params).fetchall()
+
     def rows(self, table: str, after: Any, limit: int) -> list[dict[str, Any]]:
         key, columns = COPIED[table]
         where = "" if after is None else f"WHERE {key} > ?"
@@ -84,6 +92,11 @@ class SQLiteStore(QueryReads):
             read("SELECT COUNT(*) FROM sqlite_master")
         with translated("take writes"), self.connections.write() as conn:
             conn.execute("INSERT OR REPLACE INTO health_probe VALUES (1, randomblob(65536))")
+
+    def watch_changes(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Nothing to follow: the one writer of a file tells its own feeds (the writer
+        process's notices), and the hub reads once a second for any other program's."""
+        return lambda: None
 
     def close(self) -> None:
         self.connections.close()

@@ -9,7 +9,7 @@ from sqlite_utils.migrations import Migrations
 
 from flowtracker.engine.timestamps import canonical, parse_timestamp
 from flowtracker.errors import UnusableDatabase
-from flowtracker.store.tables import HOUR_NS, LAST_CALLBACK
+from flowtracker.store.tables import CHANGE_FEED, HOUR_NS, LAST_CALLBACK
 
 migrations = Migrations("flowtracker")
 
@@ -357,3 +357,11 @@ def m010_received_hour(db: Database) -> None:
         db.execute(f"CREATE INDEX {table}_state_received_hour ON {table}(state, received_hour)")
     for table in ("flow_events", "document_snapshots"):
         db.execute(f"DROP INDEX idx_{table}_outcome")
+
+
+@migrations()
+def m011_change_feed(db: Database) -> None:
+    # The change log (SPEC 11), its clock (the last `seq` given, and the greatest pruned),
+    # and the webhook subscriptions (SPEC 12). Existing subjects get no change: the log
+    # starts with the next one.
+    db.executescript(CHANGE_FEED.format(bigint="INTEGER", boolean="INTEGER", text="TEXT"))

@@ -14,11 +14,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from flowtracker.engine.events import Callback, Kind
-from flowtracker.engine.records import Entry, Subject
+from flowtracker.engine.records import Change, Entry, Subject
 from flowtracker.engine.timestamps import format_ns
 from flowtracker.store.protocol import Quarantined
 from flowtracker.store.sqlite.schema import RECOUNT
 from flowtracker.store.tables import (
+    CHANGE_COLUMNS,
     COLUMNS,
     COPIED,
     ENTRY,
@@ -27,8 +28,10 @@ from flowtracker.store.tables import (
     LAST_CALLBACK,
     ORDER,
     OWNER,
+    REPLACED,
     SUBJECT_COLUMNS,
     SUBJECTS,
+    change_values,
     event_key,
     subject,
     subject_columns,
@@ -72,6 +75,8 @@ _KEY_IS: dict[Kind, str] = {
     "AND k.object_version = ? AND k.mtime_ns = ? AND k.dedup_key = ?",
 }
 _IN_CHUNK = 500  # bound parameters per IN (...) query
+_INSERT_CHANGE = (f"INSERT INTO changes ({', '.join(CHANGE_COLUMNS)}) "
+                  f"VALUES ({', '.join('?' * len(CHANGE_COLUMNS))})")  # fmt: skip
 
 
 class SQLiteTransaction:
@@ -184,7 +189,7 @@ class SQLiteTransaction:
             return
         columns = COPIED[table][1]
         # The counters a new database starts with are the copied ones' to replace.
-        verb = "INSERT OR REPLACE" if table in ("counters", "received_per_minute") else "INSERT"
+        verb = "INSERT OR REPLACE" if table in REPLACED else "INSERT"
         self.conn.executemany(
             f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
             [tuple(row[name] for name in columns) for row in rows],
@@ -219,6 +224,16 @@ class SQLiteTransaction:
             "WHERE minute < strftime('%Y-%m-%dT%H:%M', ? || ':00', '-1 day')",
             (minute,),
         )
+
+    def add_changes(self, changes: Sequence[Change], at: str) -> int | None:
+        # Transactions already take turns (BEGIN IMMEDIATE): numbered as they commit.
+        if not changes:
+            return None
+        (last,) = self.conn.execute(
+            "UPDATE change_clock SET seq = seq + ? RETURNING seq", (len(changes),)
+        ).fetchone()
+        self.conn.executemany(_INSERT_CHANGE, change_values(changes, last - len(changes) + 1, at))
+        return int(last)
 
     def _in(self, sql: str, values: list[str]) -> list[sqlite3.Row]:
         rows: list[sqlite3.Row] = []
