@@ -24,6 +24,7 @@ from flowtracker.store.opening import Access, open_store
 from flowtracker.store.protocol import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def db_option(func: F) -> F:
@@ -390,6 +391,166 @@ def quarantine_command(db_path: str, limit: int, as_json: bool) -> None:
             f"{error['code']}: {error['message']}"
         )
         click.echo(f"    {clip(item['body'], 160)}")
+
+
+@main.group()
+def webhooks() -> None:
+    """Webhook subscriptions: every change of the change feed POSTed to a URL, signed as
+    Standard Webhooks says (docs/feed.md). A running server takes a new or changed
+    subscription within FLOWTRACKER_WEBHOOK_POLL (5 s)."""
+
+
+@webhooks.command(name="add")
+@click.argument("url")
+@db_option
+@click.option(
+    "--kind",
+    "kinds",
+    type=click.Choice(["flow", "document"]),
+    multiple=True,
+    help="Only changes of this kind (repeat for both).  [default: both]",
+)
+@click.option(
+    "--from-start",
+    is_flag=True,
+    help="Deliver every change still kept, not only those committed from now on.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print it as JSON.")  # fmt: skip
+def webhooks_add(
+    url: str, db_path: str, kinds: tuple[str, ...], from_start: bool, as_json: bool
+) -> None:
+    """Subscribe URL; prints its id and its secret (shown this once only)."""
+    from flowtracker.feed import subscriptions
+
+    chosen = [k for k in ("flow", "document") if k in kinds] if kinds else ["flow", "document"]
+    with _opened(db_path, "create") as (_, store):
+        made = _feed_call(
+            lambda: subscriptions.add(store, url, chosen, from_start=from_start)  # type: ignore[arg-type]
+        )
+        last, _ = store.change_clock()
+    if as_json:
+        shown = {**subscriptions.view(made, last), "secret": made.secret}
+        click.echo(json.dumps(shown, indent=2))
+        return
+    start = "every change still kept" if from_start else f"the changes after {made.position}"
+    click.echo(f"id: {made.id}\nsecret: {made.secret}")
+    click.echo(
+        f"delivers {', '.join(made.kinds)} changes to {subscriptions.shown_url(made.url)}, "
+        f"from {start}; keep the secret: it is not shown again",
+        err=True,
+    )
+
+
+@webhooks.command(name="list")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print them as JSON.")
+def webhooks_list(db_path: str, as_json: bool) -> None:
+    """The subscriptions: URL, kinds, last delivered seq, lag, last attempt and error."""
+    from flowtracker.feed import subscriptions
+
+    with _opened(db_path) as (_, store):
+        last, _ = store.change_clock()
+        shown = [subscriptions.view(s, last) for s in store.subscriptions()]
+    if as_json:
+        click.echo(json.dumps(shown, indent=2))
+        return
+    if not shown:
+        click.echo("no webhook subscriptions (`flowtracker webhooks add URL`)")
+    for s in shown:
+        state = "paused" if s["paused"] else "active"
+        click.echo(f"{s['id']}  {state}  {s['url']}  {','.join(s['kinds'])}")
+        click.echo(
+            f"    delivered up to seq {s['delivered_seq']}, lag {s['lag']}; "
+            f"{s['delivered']} delivered, {s['failed']} failed attempts; last attempt "
+            f"{s['last_attempt_at'] or 'never'}"
+            + (f"; last error: {s['last_error']}" if s["last_error"] else "")
+        )
+
+
+@webhooks.command(name="remove")
+@click.argument("subscription_id", metavar="ID")
+@db_option
+def webhooks_remove(subscription_id: str, db_path: str) -> None:
+    """Delete a subscription (its deliveries stop within seconds)."""
+    with _opened(db_path, "write") as (_, store):
+        if not store.remove_subscription(subscription_id):
+            raise click.ClickException(f"no webhook subscription {subscription_id!r}")
+    click.echo(f"removed {subscription_id}")
+
+
+@webhooks.command(name="rotate")
+@click.argument("subscription_id", metavar="ID")
+@db_option
+def webhooks_rotate(subscription_id: str, db_path: str) -> None:
+    """A new secret, printed; the old one goes on signing alongside for 24 h."""
+    from flowtracker.feed import subscriptions
+
+    with _opened(db_path, "write") as (_, store):
+        secret = _feed_call(lambda: subscriptions.rotate(store, subscription_id))
+    click.echo(secret)
+    click.echo("the old secret signs alongside the new one for 24 h", err=True)
+
+
+@webhooks.command(name="pause")
+@click.argument("subscription_id", metavar="ID")
+@db_option
+def webhooks_pause(subscription_id: str, db_path: str) -> None:
+    """Stop delivering (changes are kept for it meanwhile)."""
+    from flowtracker.feed import subscriptions
+
+    with _opened(db_path, "write") as (_, store):
+        _feed_call(lambda: subscriptions.pause(store, subscription_id, True))
+    click.echo(f"paused {subscription_id}")
+
+
+@webhooks.command(name="resume")
+@click.argument("subscription_id", metavar="ID")
+@db_option
+def webhooks_resume(subscription_id: str, db_path: str) -> None:
+    """Deliver again, from the first change not yet delivered, at once."""
+    from flowtracker.feed import subscriptions
+
+    with _opened(db_path, "write") as (_, store):
+        _feed_call(lambda: subscriptions.pause(store, subscription_id, False))
+    click.echo(f"resumed {subscription_id}")
+
+
+@webhooks.command(name="replay")
+@click.argument("subscription_id", metavar="ID")
+@db_option
+@click.option("--from", "from_seq", type=click.IntRange(1), help="The first seq to deliver again.")
+@click.option(
+    "--since",
+    metavar="DURATION",
+    help="Deliver again what was committed in the last DURATION (30m, 2h, 7d).",
+)
+def webhooks_replay(
+    subscription_id: str, db_path: str, from_seq: int | None, since: str | None
+) -> None:
+    """Deliver again every change still kept from a seq (or a time) on, each with its
+    own webhook-id: for a subscriber that lost what it had received."""
+    from flowtracker.feed import subscriptions
+    from flowtracker.settings import duration
+
+    if (from_seq is None) == (since is None):
+        raise click.UsageError("give one of --from SEQ or --since DURATION")
+    with _opened(db_path, "write") as (_, store):
+        if since is not None:
+            try:
+                seconds = duration(since)
+            except ValueError as error:
+                raise click.BadParameter(str(error), param_hint="--since") from None
+            from_seq = subscriptions.first_since(store, time.time_ns() - int(seconds * 1e9))
+        assert from_seq is not None
+        position = _feed_call(lambda: subscriptions.replay(store, subscription_id, from_seq))
+    click.echo(f"{subscription_id} delivers again every change after seq {position}")
+
+
+def _feed_call(call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except FlowtrackerError as error:
+        raise click.ClickException(error.message) from None
 
 
 @contextmanager

@@ -48,6 +48,11 @@ class FeedStatements:
         (row,) = self._run("SELECT seq, pruned_through FROM change_clock")
         return int(row["seq"]), int(row["pruned_through"])
 
+    def first_change_since(self, at: str) -> int | None:
+        """The first `seq` committed at or after `at` (RFC 3339), if any is kept."""
+        row = self._run("SELECT MIN(seq) AS seq FROM changes WHERE at >= ?", (at,))[0]
+        return None if row["seq"] is None else int(row["seq"])
+
     def prune_changes(self, before: str, page: int = PRUNE_PAGE) -> int:
         """Remove the oldest changes committed before `before` (RFC 3339), never one that
         a subscription has not been delivered; how many went. Only a prefix of the log
@@ -128,6 +133,16 @@ class FeedStatements:
     def release_subscription(self, id_: str, owner: str) -> None:
         self._run("UPDATE subscriptions SET lease_owner = NULL, lease_until_ns = 0 "
                   "WHERE id = ? AND lease_owner = ?", (id_, owner), write=True)  # fmt: skip
+
+    def advance_subscription(self, id_: str, owner: str, expected: int, position: int) -> bool:
+        """Move past changes a subscription does not take (of another kind), on the
+        same terms as `record_attempt`."""
+        return bool(self._run(
+            "UPDATE subscriptions SET position = ? "
+            "WHERE id = ? AND lease_owner = ? AND position = ? RETURNING id",
+            (position, id_, owner, expected),
+            write=True,
+        ))  # fmt: skip
 
     def record_attempt(
         self, id_: str, owner: str, expected: int, *, position: int, delivered: bool,

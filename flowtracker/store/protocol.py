@@ -173,6 +173,9 @@ class Store(Protocol):
     def change_clock(self) -> tuple[int, int]:
         """The last `seq` committed, and the greatest pruned (0 for none)."""
 
+    def first_change_since(self, at: str) -> int | None:
+        """The first `seq` committed at or after `at` (RFC 3339), if any is kept."""
+
     def prune_changes(self, before: str, page: int = ...) -> int:
         """Remove the changes committed before `before`, never one still owed to a
         subscription; how many went."""
@@ -193,6 +196,8 @@ class Store(Protocol):
     def lease_subscription(self, id_: str, owner: str, now_ns: int, until_ns: int) -> bool: ...
 
     def release_subscription(self, id_: str, owner: str) -> None: ...
+
+    def advance_subscription(self, id_: str, owner: str, expected: int, position: int) -> bool: ...
 
     def record_attempt(
         self, id_: str, owner: str, expected: int, *, position: int, delivered: bool,

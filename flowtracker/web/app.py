@@ -24,7 +24,9 @@ from flowtracker.errors import (
     FlowtrackerError,
     NotFound,
 )
+from flowtracker.feed.delivery import Deliveries
 from flowtracker.feed.hub import Hub
+from flowtracker.feed.retention import ChangeRetention
 from flowtracker.ingest.intake import LocalIntake
 from flowtracker.ingest.interface import Intake
 from flowtracker.ingest.pipeline import Pipeline
@@ -57,6 +59,7 @@ def create_app(
     whose `supervisor` (uvicorn's main process, by pid) is gone stops itself.
     """
     registry = CollectorRegistry()  # the app's own: several apps in one process never clash
+    feeds_open = open_feeds(registry)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -69,21 +72,31 @@ def create_app(
         intake: Intake
         if writer_socket is not None:
             intake = remote = RemoteIntake(writer_socket)
-            remote.watch(hub.wake)  # the writer's notices of its commits
+            remote.watch(lambda: woken())  # the writer's notices of its commits
         else:
             intake = local = LocalIntake(
                 store,
-                Pipeline(store, on_changes=lambda _: hub.wake()),
+                Pipeline(store, on_changes=lambda _: woken()),
                 max_batch=settings.batch_max,
                 max_wait=settings.batch_wait_ms / 1000,
             )
             local.start()
-        stop_watching = store.watch_changes(hub.wake)  # other receivers' (PostgreSQL)
+        reading = partial(off_the_loop, store)
+        deliveries = Deliveries(store, settings, reading)
+        retention = ChangeRetention(store, settings.change_retention_seconds, reading)
+
+        def woken() -> None:  # on any thread
+            hub.wake()
+            deliveries.wake_threadsafe()
+
+        stop_watching = store.watch_changes(woken)  # other receivers' (PostgreSQL)
         await hub.start()
+        await deliveries.start()
+        retention.start()
         collector = StoreCollector(store, settings.stuck_age_seconds)
         registry.register(collector)
         app.state.runtime = run = Runtime(
-            settings, store, intake, hub, open_feeds(registry), registry=registry
+            settings, store, intake, hub, feeds_open, registry=registry
         )
         run.deadlines.start()
         _warn_when_open(settings)
@@ -95,6 +108,8 @@ def create_app(
             run.deadlines.stop()
             orphan_watch.cancel()
             stop_watching()
+            await retention.stop()
+            await deliveries.stop()
             await hub.stop()
             registry.unregister(collector)
             try:
