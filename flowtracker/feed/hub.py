@@ -78,6 +78,9 @@ class Hub:
 
     def __init__(self, store: Store, read: Reader[Any], *, buffer: int = 1_000) -> None:
         self.store, self.read, self.buffer = store, read, buffer
+        # Read in pages that fit twice in a buffer, with a turn for the feeds after each:
+        # a burst (a replay) fills no buffer of a client that keeps up.
+        self.page = max(1, min(PAGE, buffer // 2))
         self.subscribers: set[Subscriber] = set()
         self.position: int | None = None  # the last change handed out; None while idle
         self._wake = asyncio.Event()
@@ -138,7 +141,7 @@ class Hub:
 
     async def _follow(self) -> None:
         while self.position is not None:
-            rows = await self.read(partial(self.store.changes, self.position, PAGE))
+            rows = await self.read(partial(self.store.changes, self.position, self.page))
             if self.position is None:  # every feed closed meanwhile
                 return
             for row in rows:
@@ -147,5 +150,6 @@ class Hub:
                     subscriber.offer(row, line)
             if rows:
                 self.position = rows[-1].seq
-            if len(rows) < PAGE:
+            if len(rows) < self.page:
                 return
+            await asyncio.sleep(0)  # the feeds send what they were handed

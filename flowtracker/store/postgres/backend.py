@@ -67,8 +67,10 @@ class PostgresStore(QueryReads, FeedStatements):
 
     def _run(self, sql: str, params: Sequence[Any] = (), *, write: bool = False) -> list[Any]:
         sql = sql.replace("?", "%s")  # the statements of `feeding` hold no other "?"
+        rows = sql.startswith("SELECT") or " RETURNING " in sql
         with self.connections.write() if write else self.connections.reading() as conn:
-            return conn.execute(sql.encode(), params).fetchall()
+            cursor = conn.execute(sql.encode(), params)
+            return cursor.fetchall() if rows else []
 
     def rows(self, table: str, after: Any, limit: int) -> list[dict[str, Any]]:
         key, columns = COPIED[table]
