@@ -40,6 +40,7 @@ Reader = Callable[[Callable[[], T]], Awaitable[T]]  # runs a store call on or of
 PAGE = 200  # changes looked at once for the next one a subscription takes
 IDLE_SECONDS = 1.0  # a subscription with nothing to deliver looks again this often
 WOKEN_SECONDS = 0.05  # at least this between two looks of a subscription that waits
+RUN_NS = 500_000_000  # a run of deliveries keeps its position after this long at most
 ERROR_LIMIT = 200  # characters of an endpoint's error kept
 
 
@@ -136,7 +137,11 @@ class Deliveries:
                 await asyncio.sleep(WOKEN_SECONDS)  # commits come in bursts: one look
 
     async def _step(self, subscription: SubscriptionRow) -> float:
-        """One attempt, if one is due and the lease is ours; the seconds to wait after."""
+        """A run of attempts, if one is due and the lease is ours; the seconds to wait after.
+
+        The changes of a run are read at once and POSTed one by one; the position is kept
+        after the run (at most `RUN_SECONDS` or a page long), or at the first failure: a
+        crash meanwhile delivers that run again, never skips it."""
         now = self.clock()
         if self._held.get(subscription.id, 0) - now < self.lease_ns * 2 // 3:
             until = now + self.lease_ns
@@ -149,54 +154,62 @@ class Deliveries:
         if subscription.next_attempt_ns > now:
             return min((subscription.next_attempt_ns - now) / 1e9, self.lease_ns / 3e9)
         rows = await self.run(partial(self.store.changes, subscription.position, PAGE))
-        due = next((row for row in rows if row.kind in subscription.kinds), None)
-        if due is None:
-            if rows:  # none of its kinds: skipped in one write
-                await self._record(subscription, rows[-1].seq, True, None, None, skipped=True)
-                return 0
+        if not rows:
             return IDLE_SECONDS
-        return await self._attempt(subscription, due)
+        position, delivered, status, ends = subscription.position, 0, None, now + RUN_NS
+        for row in rows:
+            if row.kind in subscription.kinds:
+                status, error = await self._attempt(subscription, row)
+                if error is not None:
+                    return await self._failed(subscription, position, delivered, row, status,
+                                              error)  # fmt: skip
+                delivered += 1
+            position = row.seq  # delivered, or of a kind it does not take
+            if self.clock() > ends:
+                break
+        await self._record(subscription, position, delivered, status, None)
+        return 0
 
-    async def _attempt(self, subscription: SubscriptionRow, row: ChangeRow) -> float:
+    async def _attempt(
+        self, subscription: SubscriptionRow, row: ChangeRow
+    ) -> tuple[int | None, str | None]:
+        """POST one change: the status answered, and what went wrong (None: delivered)."""
         now = self.clock()
         payload = body(row, now)
         headers = signed_headers(subscription, row, payload, now)
-        status: int | None = None
         assert self._client is not None
         try:
             response = await self._client.post(subscription.url, content=payload, headers=headers)
-            status = response.status_code
-            error = None if 200 <= status < 300 else f"answered {status}"
         except httpx.TimeoutException:
-            error = f"no answer within {self.settings.webhook_timeout_seconds:g} s"
+            return None, f"no answer within {self.settings.webhook_timeout_seconds:g} s"
         except httpx.HTTPError as problem:
-            error = f"{type(problem).__name__}: {problem}"[:ERROR_LIMIT] or "request failed"
-        if error is None:
-            await self._record(subscription, row.seq, True, status, None)
-            return 0
-        failures = subscription.failures + 1
+            return None, f"{type(problem).__name__}: {problem}"[:ERROR_LIMIT] or "request failed"
+        status = response.status_code
+        return status, None if 200 <= status < 300 else f"answered {status}"
+
+    async def _failed(
+        self, subscription: SubscriptionRow, position: int, delivered: int, row: ChangeRow,
+        status: int | None, error: str,
+    ) -> float:  # fmt: skip
+        failures = subscription.failures + 1 if not delivered else 1
         wait = self.backoff[min(failures, len(self.backoff)) - 1]
         wait *= random.uniform(0.8, 1.2)  # noqa: S311 (jitter, not a secret)
         log.warning("webhook %s: change %d not delivered (%s); again in %.1f s",
                     subscription.id, row.seq, error, wait)  # fmt: skip
-        await self._record(subscription, subscription.position, False, status, error,
-                           next_ns=now + int(wait * 1e9))  # fmt: skip
+        await self._record(subscription, position, delivered, status, error,
+                           failures=failures, next_ns=self.clock() + int(wait * 1e9))  # fmt: skip
         return wait
 
     async def _record(
-        self, subscription: SubscriptionRow, position: int, delivered: bool,
-        status: int | None, error: str | None, *, next_ns: int = 0, skipped: bool = False,
+        self, subscription: SubscriptionRow, position: int, delivered: int,
+        status: int | None, error: str | None, *, failures: int = 0, next_ns: int = 0,
     ) -> None:  # fmt: skip
-        """Keep the attempt (or a skip past changes of other kinds), while the lease is
-        ours and nobody moved the position meanwhile (`webhooks replay`): else the next
-        step reads the subscription again and goes on from where it is."""
-        if skipped:
-            await self.run(partial(self.store.advance_subscription, subscription.id,
-                                   self.owner, subscription.position, position))  # fmt: skip
-            return
+        """Keep how a run went, while the lease is ours and nobody moved the position
+        meanwhile (`webhooks replay`): else the next step reads the subscription again
+        and goes on from where it is."""
         kept = partial(
-            self.store.record_attempt, subscription.id, self.owner, subscription.position,
-            position=position, delivered=delivered, at=format_ns(self.clock()),
-            status=status, error=error, next_attempt_ns=next_ns,
+            self.store.record_attempts, subscription.id, self.owner, subscription.position,
+            position=position, delivered=delivered, failures=failures,
+            at=format_ns(self.clock()), status=status, error=error, next_attempt_ns=next_ns,
         )  # fmt: skip
         await self.run(kept)

@@ -134,29 +134,21 @@ class FeedStatements:
         self._run("UPDATE subscriptions SET lease_owner = NULL, lease_until_ns = 0 "
                   "WHERE id = ? AND lease_owner = ?", (id_, owner), write=True)  # fmt: skip
 
-    def advance_subscription(self, id_: str, owner: str, expected: int, position: int) -> bool:
-        """Move past changes a subscription does not take (of another kind), on the
-        same terms as `record_attempt`."""
-        return bool(self._run(
-            "UPDATE subscriptions SET position = ? "
-            "WHERE id = ? AND lease_owner = ? AND position = ? RETURNING id",
-            (position, id_, owner, expected),
-            write=True,
-        ))  # fmt: skip
-
-    def record_attempt(
-        self, id_: str, owner: str, expected: int, *, position: int, delivered: bool,
-        at: str, status: int | None, error: str | None, next_attempt_ns: int,
+    def record_attempts(
+        self, id_: str, owner: str, expected: int, *, position: int, delivered: int,
+        failures: int, at: str, status: int | None, error: str | None, next_attempt_ns: int,
     ) -> bool:  # fmt: skip
-        """Keep how an attempt went, while `owner` holds the lease and the position is
-        still `expected` (a `webhooks replay` meanwhile wins); whether it was kept."""
-        counted = "delivered = delivered + 1, failures = 0" if delivered else (
-            "failed = failed + 1, failures = failures + 1")  # fmt: skip
+        """Keep how a run of attempts went (`delivered` of them 2xx, then a failure when
+        `failures` is not 0), while `owner` holds the lease and the position is still
+        `expected` (a `webhooks replay` meanwhile wins); whether it was kept."""
+        attempted = delivered > 0 or failures > 0  # else only skipped past other kinds
+        last = "last_attempt_at = ?, last_status = ?, last_error = ?, " if attempted else ""
         return bool(self._run(
-            f"UPDATE subscriptions SET position = ?, {counted}, next_attempt_ns = ?, "
-            "last_attempt_at = ?, last_status = ?, last_error = ? "
+            f"UPDATE subscriptions SET {last}position = ?, delivered = delivered + ?, "
+            "failed = failed + ?, failures = ?, next_attempt_ns = ? "
             "WHERE id = ? AND lease_owner = ? AND position = ? RETURNING id",
-            (position, next_attempt_ns, at, status, error, id_, owner, expected),
+            (*((at, status, error) if attempted else ()), position, delivered,
+             int(failures > 0), failures, next_attempt_ns, id_, owner, expected),
             write=True,
         ))  # fmt: skip
 

@@ -197,11 +197,9 @@ class Store(Protocol):
 
     def release_subscription(self, id_: str, owner: str) -> None: ...
 
-    def advance_subscription(self, id_: str, owner: str, expected: int, position: int) -> bool: ...
-
-    def record_attempt(
-        self, id_: str, owner: str, expected: int, *, position: int, delivered: bool,
-        at: str, status: int | None, error: str | None, next_attempt_ns: int,
+    def record_attempts(
+        self, id_: str, owner: str, expected: int, *, position: int, delivered: int,
+        failures: int, at: str, status: int | None, error: str | None, next_attempt_ns: int,
     ) -> bool: ...  # fmt: skip
 
     def watch_changes(self, wake: Callable[[], None]) -> Callable[[], None]:

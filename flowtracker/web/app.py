@@ -85,9 +85,11 @@ def create_app(
         deliveries = Deliveries(store, settings, reading)
         retention = ChangeRetention(store, settings.change_retention_seconds, reading)
 
-        def woken() -> None:  # on any thread
-            hub.wake()
-            deliveries.wake_threadsafe()
+        def woken() -> None:  # on any thread; costs nothing with no feed or subscription
+            if hub.subscribers:
+                hub.wake()
+            if deliveries.tasks:
+                deliveries.wake_threadsafe()
 
         stop_watching = store.watch_changes(woken)  # other receivers' (PostgreSQL)
         await hub.start()
