@@ -58,6 +58,9 @@ CASES = [
     ("GET", "/quarantine", b"", {}, 200),
     ("GET", "/healthz", b"", {}, 200),
     ("GET", "/metrics", b"", {}, 200),
+    ("GET", "/changes?after=0&kind=flow", b"", {}, 200),
+    ("GET", "/changes?after=x", b"", {}, 422),
+    ("GET", "/feed?after=-1", b"", {}, 422),
 ]
 
 

@@ -315,3 +315,24 @@ def _pids(root: int) -> set[int]:
 @pytest.fixture(autouse=True)
 def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("http_proxy", raising=False)
+
+
+def test_the_dashboard_shows_subscriptions_and_changes(tmp_path: Path) -> None:
+    db = tmp_path / "f.db"
+    made = add(db, "https://user:hunter2@hooks.example.com/in", "--kind", "flow")
+    env = {"FLOWTRACKER_READ_TOKEN": "reader-secret", "FLOWTRACKER_WEBHOOK_POLL": "60"}
+    with serving(db, "--no-access-log", env=env) as server:
+        post(server.url, flow("custom", 1))
+        post(server.url, flow("completed", 2))
+        bearer = {"authorization": "Bearer reader-secret"}
+        page = httpx.get(server.url + "/ui/changes", headers=bearer)
+        assert page.status_code == 200
+        assert made["id"] in page.text and "hunter2" not in page.text
+        assert made["secret"] not in page.text
+        assert page.text.count("<td>completed</td>") == 1 and 'data-after="2"' in page.text
+        # The live view's stream: the session (or the token), never open to anyone.
+        assert httpx.get(server.url + "/ui/feed").status_code == 401
+        with httpx.stream("GET", server.url + "/ui/feed?after=1", headers=bearer) as feed:
+            assert feed.status_code == 200
+            lines = feed.iter_lines()
+            assert next(lines) == "id: 2"

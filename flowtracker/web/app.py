@@ -173,6 +173,7 @@ def _dashboard_routes() -> list[Route | Mount]:
         # :path: a document id is the sender's text and may hold a slash
         Route("/ui/documents/{document_id:path}", dashboard.document, methods=["GET"]),
         Route("/ui/quarantine", dashboard.quarantine, methods=["GET"]),
+        Route("/ui/changes", dashboard.changes, methods=["GET"]),
         Route("/ui/quarantine/{body_hash}/body", dashboard.quarantined_body, methods=["GET"]),
         Route("/ui/pulse", dashboard.pulse, methods=["GET"]),
         Route("/ui/feed", feed.dashboard_feed, methods=["GET"]),

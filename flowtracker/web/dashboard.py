@@ -24,6 +24,8 @@ from flowtracker.engine.events import Kind
 from flowtracker.engine.lifecycles import DOCUMENT, DOCUMENT_NEW, DOCUMENT_STATES, FLOW, FLOW_STATES
 from flowtracker.engine.timestamps import format_ns
 from flowtracker.errors import FlowtrackerError, NotFound
+from flowtracker.feed import subscriptions
+from flowtracker.reads import changes as feed_changes
 from flowtracker.reads import summaries, views
 from flowtracker.reads.diagram import layout
 from flowtracker.web.charts import first_minute, sparkline
@@ -205,6 +207,26 @@ def quarantine(request: Request, run: Runtime) -> Response:
         "pulse_url": "/ui/pulse",
     }
     return _render(request, run, "quarantine.html", context)
+
+
+CHANGES_SHOWN = 50  # the newest changes a page shows before the live ones
+
+
+@page
+def changes(request: Request, run: Runtime) -> Response:
+    """The webhook subscriptions and the newest changes; new ones appear as they come
+    (the page follows /ui/feed)."""
+    last, _ = run.store.change_clock()
+    newest = run.store.changes(max(0, last - CHANGES_SHOWN), CHANGES_SHOWN)
+    context = {
+        "section": "changes",
+        "subscriptions": [subscriptions.view(s, last) for s in run.store.subscriptions()],
+        "changes": [
+            {**feed_changes.change(row), "event": json.loads(row.event)} for row in newest[::-1]
+        ],
+        "last": last,
+    }
+    return _render(request, run, "changes.html", context)
 
 
 @page

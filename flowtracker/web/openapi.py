@@ -19,6 +19,7 @@ def _errors(*statuses: int) -> dict[str, JSON]:
         401: "The token is missing or wrong (unauthorized)",
         404: "No such instance, document or path (not_found)",
         408: "The body did not arrive in time (request_timeout); kept in quarantine",
+        410: "The cursor is older than the changes kept (cursor_expired): resynchronise",
         413: "The body is over the limit (payload_too_large); kept in quarantine",
         415: "A content type that cannot carry the callback; kept in quarantine",
         422: "Not a valid callback (invalid_event) or query (invalid_query)",
@@ -41,6 +42,15 @@ PAGE = [
     _parameter("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50}),
     _parameter("cursor", {"type": "string"}, description="`next` of the previous page"),
 ]
+
+
+FEED = [
+    _parameter("after", {"type": "integer", "minimum": 0}, description="a change's seq"),
+    _parameter("kind", {"enum": ["flow", "document"]}),
+    _parameter("subject", {"type": "string"}, description="one instance's or document's id"),
+]
+CHANGE_LIMIT = _parameter("limit", {"type": "integer", "minimum": 1, "maximum": 1000,
+                                    "default": 100})  # fmt: skip
 
 
 def _read(summary: str, schema: str, parameters: list[JSON], *errors: int) -> JSON:
@@ -129,6 +139,37 @@ def openapi_document() -> JSON:
             "/quarantine": _read(
                 "Malformed requests kept, newest first", "QuarantinePage", PAGE, 422
             ),
+            "/changes": _read(
+                "Changes after a cursor, oldest first (the change feed as pages)",
+                "ChangePage",
+                [*FEED, CHANGE_LIMIT],
+                410,
+                422,
+            ),
+            "/feed": {
+                "get": {
+                    "summary": "The change feed, live, as Server-Sent Events (id: seq, event: "
+                    "change, data: the change); without a cursor, from the next commit",
+                    "parameters": [
+                        *FEED,
+                        _parameter(
+                            "Last-Event-ID",
+                            {"type": "string"},
+                            "header",
+                            "the seq to resume after (instead of `after`)",
+                        ),
+                    ],
+                    "security": [{"read": []}],
+                    "responses": {
+                        "200": {
+                            "description": "A stream of changes, a comment line at least every "
+                            "15 s",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(401, 410, 422, 503),
+                    },
+                }
+            },
             "/healthz": {
                 "get": {
                     "summary": "Whether the database answers",

@@ -185,4 +185,21 @@ def schemas() -> JSON:
         "Quarantined": quarantined,
         "QuarantinePage": page("Quarantined"),
         "Health": _object({"status": {"enum": ["ok"]}}),
+        "Change": _object(
+            {
+                "seq": {"type": "integer"},
+                "kind": {"enum": ["flow", "document"]},
+                "subject": {"type": "string"},
+                "state": {"type": "string"},
+                "previous": NULLABLE_STRING,
+                "terminal": {"type": "boolean"},
+                "correction": {"type": "boolean"},
+                "source": {"enum": ["callback", "rebuild", "reconcile"]},
+                "event": {"type": "object"},
+                "at": {"type": "string"},
+            }
+        ),
+        "ChangePage": _object(
+            {"items": {"type": "array", "items": ref("Change")}, "next": {"type": "integer"}}
+        ),
     }

@@ -62,3 +62,36 @@
   show(true, "live");
   setTimeout(tick, PERIOD);
 })();
+
+// The Changes page: new changes from /ui/feed (Server-Sent Events) on top of the table.
+(() => {
+  const table = document.getElementById("live-changes");
+  const state = document.getElementById("feed-state");
+  if (!table || !state || !window.EventSource) return;
+  const body = table.querySelector("tbody");
+  const source = new EventSource(`/ui/feed?after=${encodeURIComponent(state.dataset.after)}`);
+  source.onopen = () => { state.textContent = "live"; };
+  source.onerror = () => { state.textContent = "reconnecting"; };
+  source.addEventListener("change", (message) => {
+    const c = JSON.parse(message.data);
+    const row = document.createElement("tr");
+    const page = c.kind === "flow" ? "instances" : "documents";
+    const cells = [String(c.seq), c.kind, null, c.previous || "", c.state,
+      `${c.event.type || c.event.status} · ${c.source}`, c.at];
+    for (const text of cells) {
+      const cell = document.createElement("td");
+      if (text === null) {
+        const link = document.createElement("a");
+        link.href = `/ui/${page}/${encodeURIComponent(c.subject)}`;
+        link.textContent = c.subject;
+        cell.append(link);
+      } else {
+        cell.textContent = text;
+      }
+      row.append(cell);
+    }
+    body.querySelector("tr.empty")?.remove();
+    body.prepend(row);
+    while (body.rows.length > 200) body.deleteRow(-1);
+  });
+})();
