@@ -330,6 +330,8 @@ def test_copy_either_way_answers_every_read_the_same(
 ) -> None:
     original = str(tmp_path / "original.db")
     assert _cli("replay", str(DEMO), "--db", original).returncode == 0
+    hook = _cli("webhooks", "add", "https://hooks.example.com/in", "--db", original, "--json")
+    assert hook.returncode == 0, hook.stderr
     on_postgres = postgres.database(f"copy_{os.getpid()}")
     back = str(tmp_path / "back.db")
     for source, destination in ((original, on_postgres), (on_postgres, back)):
@@ -341,10 +343,13 @@ def test_copy_either_way_answers_every_read_the_same(
     for target in (original, on_postgres, back):
         store = open_store(target, access="read")
         try:
-            reads.append(_everything(store))
+            # ... and the change log, its numbers and the subscriptions with their secrets
+            feed = (store.changes(0, 10_000), store.change_clock(), store.subscriptions())
+            reads.append((_everything(store), feed))
         finally:
             store.close()
     assert reads[0] == reads[1] == reads[2]  # arrival times, counters and all
+    assert len(reads[0][1][0]) == reads[0][1][1][0] > 48 and len(reads[0][1][2]) == 1
     again = _cli("copy", original, on_postgres)
     assert again.returncode == 1 and "already holds events" in again.stderr
 
