@@ -487,7 +487,18 @@ def test_postgres_stopped_and_started_under_load_loses_nothing(
         pipeline = Pipeline(reference)
         for body in bodies:
             pipeline.ingest([parse_line(body)])
-        assert _fold(shared) == _fold(reference)
+        # A commit whose answer was lost when the server stopped (the transaction committed,
+        # the connection died before saying so) is answered 503 and delivered again: one
+        # more delivery of a stored event, never an event lost or stored twice.
+        found, expected = _fold(shared), _fold(reference)
+        assert _without_deliveries(found) == _without_deliveries(expected)
+        for instance, (_, events) in found.items():
+            for event, wanted in zip(events, expected[instance][1], strict=True):
+                assert event[4] >= wanted[4]
     finally:
         shared.close()
         reference.close()
+
+
+def _without_deliveries(fold: dict[str, Any]) -> dict[str, Any]:
+    return {key: (state, [e[:4] for e in events]) for key, (state, events) in fold.items()}
