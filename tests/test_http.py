@@ -343,6 +343,8 @@ def test_openapi_names_every_route(client: TestClient) -> None:
             "/status",
             "/anomalies",
             "/quarantine",
+            "/changes",
+            "/feed",
             "/healthz",
             "/metrics",
             "/openapi.json",
