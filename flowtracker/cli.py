@@ -491,28 +491,22 @@ def webhooks_rotate(subscription_id: str, db_path: str) -> None:
     click.echo("the old secret signs alongside the new one for 24 h", err=True)
 
 
-@webhooks.command(name="pause")
-@click.argument("subscription_id", metavar="ID")
-@db_option
-def webhooks_pause(subscription_id: str, db_path: str) -> None:
-    """Stop delivering (changes are kept for it meanwhile)."""
-    from flowtracker.feed import subscriptions
+def _pausing(name: str, paused: bool, summary: str) -> None:
+    """`webhooks pause` and `webhooks resume`: one command each, the same but for the flag."""
 
-    with _opened(db_path, "write") as (_, store):
-        _feed_call(lambda: subscriptions.pause(store, subscription_id, True))
-    click.echo(f"paused {subscription_id}")
+    @webhooks.command(name=name, help=summary)
+    @click.argument("subscription_id", metavar="ID")
+    @db_option
+    def command(subscription_id: str, db_path: str) -> None:
+        from flowtracker.feed import subscriptions
+
+        with _opened(db_path, "write") as (_, store):
+            _feed_call(lambda: subscriptions.pause(store, subscription_id, paused))
+        click.echo(f"{name}d {subscription_id}")
 
 
-@webhooks.command(name="resume")
-@click.argument("subscription_id", metavar="ID")
-@db_option
-def webhooks_resume(subscription_id: str, db_path: str) -> None:
-    """Deliver again, from the first change not yet delivered, at once."""
-    from flowtracker.feed import subscriptions
-
-    with _opened(db_path, "write") as (_, store):
-        _feed_call(lambda: subscriptions.pause(store, subscription_id, False))
-    click.echo(f"resumed {subscription_id}")
+_pausing("pause", True, "Stop delivering (changes are kept for it meanwhile).")
+_pausing("resume", False, "Deliver again, from the first change not yet delivered, at once.")
 
 
 @webhooks.command(name="replay")

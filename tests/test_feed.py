@@ -9,7 +9,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from tests.feeds import Follower, chained, check_chain
 from tests.postgres_server import PostgresServer
 from tests.server import serving
 from tests.test_postgres import _bodies, _post_all
-from tests.test_properties import deliveries, document_bodies, flow_bodies
+from tests.test_properties import deliveries, document_bodies, flow_bodies, ingested
 
 JSON = {"content-type": "application/json"}
 FORM = {"content-type": "application/x-www-form-urlencoded"}
@@ -146,15 +145,8 @@ def test_rebuild_writes_a_change_for_each_state_it_changes(store: SQLiteStore) -
 def test_changes_chain_and_end_in_the_current_state_for_any_arrival(
     batches: list[list[bytes]],
 ) -> None:
-    with tempfile.TemporaryDirectory() as directory:
-        store = SQLiteStore(Path(directory) / "t.db", durability="normal")
-        try:
-            pipeline = Pipeline(store, Clock())
-            for batch in batches:
-                pipeline.ingest([parse_line(body) for body in batch])
-            check_chain(store)
-        finally:
-            store.close()
+    with ingested(batches) as store:
+        check_chain(store)
 
 
 # Over HTTP, against `flowtracker serve` -------------------------------------------------

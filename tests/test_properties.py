@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -80,21 +82,28 @@ def deliveries(draw: st.DrawFn, bodies: st.SearchStrategy[bytes]) -> list[list[b
     return [order[a:b] for a, b in zip([0, *cuts], [*cuts, len(order)], strict=True) if a < b]
 
 
-def ingest(batches: list[list[bytes]]) -> tuple[dict[str, Any], int]:
-    """Ingest into a fresh database; the state and history of every subject touched."""
+@contextmanager
+def ingested(batches: list[list[bytes]]) -> Iterator[SQLiteStore]:
+    """A fresh database that has taken these batches, one transaction each."""
     with tempfile.TemporaryDirectory() as directory:
         store = SQLiteStore(Path(directory) / "t.db", durability="normal")
         try:
             pipeline = Pipeline(store, Clock())
             for batch in batches:
                 pipeline.ingest([parse_line(body) for body in batch])
-            kept = store.totals("1970-01-01T00:00:00Z")  # the counters the batches kept up to date
-            with store.transaction() as tx:
-                tx.recount()
-            assert kept == store.totals("1970-01-01T00:00:00Z")
-            return _subjects(store), _totals(store)
+            yield store
         finally:
             store.close()
+
+
+def ingest(batches: list[list[bytes]]) -> tuple[dict[str, Any], int]:
+    """Ingest into a fresh database; the state and history of every subject touched."""
+    with ingested(batches) as store:
+        kept = store.totals("1970-01-01T00:00:00Z")  # the counters the batches kept up to date
+        with store.transaction() as tx:
+            tx.recount()
+        assert kept == store.totals("1970-01-01T00:00:00Z")
+        return _subjects(store), _totals(store)
 
 
 def _subjects(store: SQLiteStore) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from flowtracker.errors import InvalidQuery, Unauthorized
 from flowtracker.feed.hub import Dropped, Hub
 from flowtracker.reads import changes
 from flowtracker.web.auth import may_read, require_read_token
+from flowtracker.web.reads import limit_query
 from flowtracker.web.responses import FastJSON
 from flowtracker.web.runtime import Runtime, off_the_loop, runtime
 
@@ -28,10 +29,7 @@ async def changes_page(request: Request) -> Response:
     run = runtime(request)
     require_read_token(request, run.settings.read_token)
     after, kind, subject, problems = _query(request, default_after=0)
-    raw = request.query_params.get("limit", str(changes.DEFAULT_LIMIT))
-    limit = int(raw) if raw.isascii() and raw.isdigit() else 0
-    if not 1 <= limit <= changes.MAX_LIMIT:
-        problems["limit"] = f"must be a whole number in 1..{changes.MAX_LIMIT} (got {raw!r})"
+    limit = limit_query(request, changes.DEFAULT_LIMIT, changes.MAX_LIMIT, problems)
     if problems:
         raise InvalidQuery(problems)
     assert after is not None

@@ -118,13 +118,19 @@ def _reader(request: Request) -> Runtime:
 def _page(request: Request, problems: dict[str, str] | None = None) -> views.Page:
     """`limit` and `cursor`; raises with these and any `problems` found before."""
     problems = {} if problems is None else problems
-    raw = request.query_params.get("limit", str(views.DEFAULT_LIMIT))
-    limit = int(raw) if raw.isascii() and raw.isdigit() else 0
-    if not 1 <= limit <= views.MAX_LIMIT:
-        problems["limit"] = f"must be a whole number in 1..{views.MAX_LIMIT} (got {raw!r})"
+    limit = limit_query(request, views.DEFAULT_LIMIT, views.MAX_LIMIT, problems)
     if problems:
         raise InvalidQuery(problems)
     return views.Page(limit, request.query_params.get("cursor") or None)
+
+
+def limit_query(request: Request, default: int, maximum: int, problems: dict[str, str]) -> int:
+    """`limit` in 1..`maximum` (`default` when absent); what is wrong goes to `problems`."""
+    raw = request.query_params.get("limit", str(default))
+    limit = int(raw) if raw.isascii() and raw.isdigit() else 0
+    if not 1 <= limit <= maximum:
+        problems["limit"] = f"must be a whole number in 1..{maximum} (got {raw!r})"
+    return limit
 
 
 def list_query(
