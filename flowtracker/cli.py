@@ -112,6 +112,14 @@ main.add_command(simulate_command)
     help="Refuse to start on a database that needs migrating (run `flowtracker migrate` "
     "first): for a rolling upgrade of several receivers (docs/deploy.md).",
 )
+@click.option(
+    "--reconcile-every",
+    metavar="DURATION",
+    default=None,
+    help="Run `reconcile --stuck` in the background this often (e.g. 6h; one receiver at "
+    "a time). Needs the FLOWTRACKER_SCRIVE_* credentials.  "
+    "[default: off, or FLOWTRACKER_RECONCILE_EVERY]",
+)
 def serve(
     db_path: str,
     host: str,
@@ -124,6 +132,7 @@ def serve(
     log_format: str | None,
     writer_mode: str,
     no_migrate: bool,
+    reconcile_every: str | None,
 ) -> None:
     """Run the HTTP service (uvicorn) on the database.
 
@@ -133,9 +142,15 @@ def serve(
     from flowtracker.web.serving import ServeOptions, run
 
     try:
+        every = None if reconcile_every is None else _duration("--reconcile-every", reconcile_every)
         settings = Settings.from_env(
-            os.environ, db_path=db_path, durability=durability, log_format=log_format
-        )
+            os.environ, db_path=db_path, durability=durability, log_format=log_format,
+            reconcile_every_seconds=every,
+        )  # fmt: skip
+        if settings.reconcile_every_seconds is not None:
+            from flowtracker.scrive.api import Credentials
+
+            Credentials(settings)  # all four set, or say which are not
         # Fail early, before listening; migrates unless --no-migrate.
         open_store(settings.db_path, durability=settings.durability, upgrade=not no_migrate).close()
     except (SettingsError, FlowtrackerError) as error:
@@ -321,6 +336,83 @@ def copy_command(source: str, destination: str) -> None:
         f"copied {events} events of {subjects} subjects and {copied['quarantine']} "
         f"quarantined requests from {origin.path} to {target.path}"
     )
+
+
+@main.command(name="reconcile")
+@click.argument("subject_ids", metavar="[ID]...", nargs=-1)
+@db_option
+@click.option(
+    "--stuck",
+    is_flag=True,
+    help="Every instance in progress and every document not closed, canceled or rejected "
+    "with nothing received for the stuck age (FLOWTRACKER_STUCK_AGE, seconds).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Ask Scrive and show what would change; write nothing."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
+@click.option(
+    "--rate",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="At most this many requests a second to Scrive's API.  "
+    "[default: 5, or FLOWTRACKER_SCRIVE_RATE]",
+)
+def reconcile_command(
+    subject_ids: tuple[str, ...], db_path: str, stuck: bool, dry_run: bool, as_json: bool,
+    rate: float | None,
+) -> None:  # fmt: skip
+    """Ask Scrive's API where flow instances and documents are now, and fold the answers
+    in, for callbacks Scrive gave up on (SPEC 13).
+
+    Give IDs, or --stuck. A terminal status of an instance still in progress here is stored
+    as a `reconciled` event; a newer document is stored as a snapshot whose
+    signed_and_sealed is unknown; a callback always decides over them. A 404 is noted on
+    the subject as an anomaly. Prints `before -> after`, `unchanged` or the error for each,
+    and a total. Exits 0 when every subject was answered (404 included), 1 otherwise.
+
+    Credentials: FLOWTRACKER_SCRIVE_API_TOKEN, FLOWTRACKER_SCRIVE_API_SECRET,
+    FLOWTRACKER_SCRIVE_ACCESS_TOKEN, FLOWTRACKER_SCRIVE_ACCESS_SECRET (Scrive's personal
+    access credentials); FLOWTRACKER_SCRIVE_URL (default https://scrive.com) and
+    FLOWTRACKER_SCRIVE_FLOW_PATH (default /experimental/flow) say where.
+    """
+    from flowtracker.scrive import reconcile
+    from flowtracker.scrive.api import ScriveAPI
+
+    if bool(subject_ids) == stuck:
+        raise click.UsageError("give the IDs to reconcile, or --stuck (not both)")
+    with _opened(db_path, "write") as (settings, store):
+        try:
+            api = ScriveAPI(settings, rate=rate)
+        except FlowtrackerError as error:
+            raise click.ClickException(error.message) from None
+        with api:
+            if stuck:
+                age_ns = settings.stuck_age_seconds * 1_000_000_000
+                subjects = list(reconcile.stuck(store, time.time_ns(), age_ns))
+            else:
+                subjects = reconcile.named(store, subject_ids)
+            with click.progressbar(
+                length=len(subjects), label="reconciling", file=sys.stderr,
+                hidden=len(subjects) < 20 or not sys.stderr.isatty(),
+            ) as bar:  # fmt: skip
+
+                def shown(line: reconcile.Line) -> None:
+                    bar.update(1)
+                    if not as_json:
+                        click.echo(line.text())
+
+                summary = reconcile.reconcile(
+                    Pipeline(store), api, subjects, dry_run=dry_run, on_line=shown
+                )
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(dry_run), indent=2, ensure_ascii=False))
+    else:
+        click.echo(summary.total(dry_run))
+    if summary.stopped is not None:
+        raise click.ClickException(summary.stopped)
+    if not summary.ok:
+        sys.exit(1)
 
 
 @main.command(name="export")
@@ -538,6 +630,18 @@ def webhooks_replay(
         assert from_seq is not None
         position = _feed_call(lambda: subscriptions.replay(store, subscription_id, from_seq))
     click.echo(f"{subscription_id} delivers again every change after seq {position}")
+
+
+def _duration(option: str, text: str) -> float:
+    from flowtracker.settings import duration
+
+    try:
+        seconds = duration(text)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint=option) from None
+    if seconds <= 0:
+        raise click.BadParameter("must be more than 0", param_hint=option)
+    return seconds
 
 
 def _feed_call(call: Callable[[], T]) -> T:

@@ -16,8 +16,10 @@ FlowtrackerError
 ├── StorageUnavailable       503 storage_unavailable (the request may be retried)
 │   └── TransactionConflict  the database aborted a transaction to keep concurrent ones
 │                            apart (PostgreSQL); the pipeline runs it again first
-└── UnusableDatabase         the database cannot be used as it is (not flowtracker's,
-                             newer, in need of migrating, absent): the command says why
+├── UnusableDatabase         the database cannot be used as it is (not flowtracker's,
+│                            newer, in need of migrating, absent): the command says why
+└── ScriveAPIError           Scrive's API did not answer usefully (reconciliation)
+    └── ScriveRefused        401/403 or credentials missing: the run stops
 """
 
 from __future__ import annotations
@@ -130,6 +132,21 @@ class UnusableDatabase(FlowtrackerError):
     store opens, so a command reports it in one line before it does anything."""
 
     status, code = 503, "database_unusable"
+
+
+class ScriveAPIError(FlowtrackerError):
+    """Scrive's API could not answer for a subject (5xx or timeouts after the retries, a
+    body that is not what it should be); other subjects may still be asked."""
+
+    status, code = 502, "scrive_api_error"
+
+
+class ScriveRefused(ScriveAPIError):
+    """Scrive's API refused the credentials (401/403), or they are not all set: every
+    further request would fail too, so the run stops. Names the settings to check, never
+    their values."""
+
+    code = "scrive_api_refused"
 
 
 def _rebuilt(cls: type[FlowtrackerError], message: str, details: Any) -> FlowtrackerError:

@@ -34,11 +34,25 @@ _ENVIRONMENT = {
     "webhook_timeout_seconds": "FLOWTRACKER_WEBHOOK_TIMEOUT",
     "webhook_lease_seconds": "FLOWTRACKER_WEBHOOK_LEASE",
     "webhook_poll_seconds": "FLOWTRACKER_WEBHOOK_POLL",
+    "scrive_url": "FLOWTRACKER_SCRIVE_URL",
+    "scrive_flow_path": "FLOWTRACKER_SCRIVE_FLOW_PATH",
+    "scrive_api_token": "FLOWTRACKER_SCRIVE_API_TOKEN",
+    "scrive_api_secret": "FLOWTRACKER_SCRIVE_API_SECRET",
+    "scrive_access_token": "FLOWTRACKER_SCRIVE_ACCESS_TOKEN",
+    "scrive_access_secret": "FLOWTRACKER_SCRIVE_ACCESS_SECRET",
+    "scrive_rate": "FLOWTRACKER_SCRIVE_RATE",
+    "scrive_timeout_seconds": "FLOWTRACKER_SCRIVE_TIMEOUT",
+    "reconcile_every_seconds": "FLOWTRACKER_RECONCILE_EVERY",
 }
+# Scrive's personal access credentials (SPEC 13): never shown, logged or printed.
+SCRIVE_CREDENTIALS = ("scrive_api_token", "scrive_api_secret", "scrive_access_token",
+                      "scrive_access_secret")  # fmt: skip
+SECRETS = ("callback_token", "read_token", *SCRIVE_CREDENTIALS)
 # Settings that take a duration: "90" (seconds), "30s", "15m", "2h", "30d", "1.5h".
 _DURATIONS = frozenset({"change_retention_seconds", "feed_keepalive_seconds",
                         "feed_send_timeout_seconds", "webhook_timeout_seconds",
-                        "webhook_lease_seconds", "webhook_poll_seconds"})  # fmt: skip
+                        "webhook_lease_seconds", "webhook_poll_seconds",
+                        "scrive_timeout_seconds", "reconcile_every_seconds"})  # fmt: skip
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 7 * 86_400}
 
 
@@ -75,6 +89,16 @@ class Settings:
     webhook_timeout_seconds: float = 10.0  # a delivery not answered 2xx within: failed
     webhook_lease_seconds: float = 30.0  # a receiver that dies: another takes over after
     webhook_poll_seconds: float = 5.0  # new, changed or removed subscriptions seen within
+    # Reconciliation with Scrive's API (SPEC 13).
+    scrive_url: str = "https://scrive.com"
+    scrive_flow_path: str = "/experimental/flow"  # newer Scrive versions moved it
+    scrive_api_token: str | None = None
+    scrive_api_secret: str | None = None
+    scrive_access_token: str | None = None
+    scrive_access_secret: str | None = None
+    scrive_rate: float = 5.0  # requests a second, at most
+    scrive_timeout_seconds: float = 10.0  # a request not answered within: retried
+    reconcile_every_seconds: float | None = None  # `serve`: the --stuck pass this often
 
     def __post_init__(self) -> None:
         positive = ("max_body", "stuck_age_seconds", "busy_timeout_ms", "retry_after_seconds",
@@ -89,8 +113,8 @@ class Settings:
             raise SettingsError("FLOWTRACKER_DURABILITY must be full or normal")
         if self.log_format not in ("plain", "json"):
             raise SettingsError("FLOWTRACKER_LOG_FORMAT must be plain or json")
-        for name in (*_DURATIONS, "feed_buffer"):
-            if not getattr(self, name) > 0:
+        for name in (*_DURATIONS, "feed_buffer", "scrive_rate"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise SettingsError(f"{_ENVIRONMENT[name]} must be more than 0")
         self.backoff_seconds()  # a list it can read
 
@@ -109,7 +133,7 @@ class Settings:
 
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
-        for secret in ("callback_token", "read_token"):
+        for secret in SECRETS:
             shown[secret] = "<set>" if shown[secret] else None
         shown["db_path"] = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", self.db_path)
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
@@ -152,6 +176,11 @@ def _convert(name: str, raw: str, kind: Any) -> Any:
             return duration(raw)
         except ValueError as error:
             raise SettingsError(f"{_ENVIRONMENT[name]}: {error}") from None
+    if kind == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            raise SettingsError(f"{_ENVIRONMENT[name]} must be a number, not {raw!r}") from None
     if kind != "int":
         return raw
     try:

@@ -272,14 +272,16 @@ def test_an_older_schema_is_read_only_after_migrate(tmp_path: Path) -> None:
     assert (result.exit_code, result.output) == (
         1,
         f"Error: {db} needs migrating to this flowtracker (m008_events_keyed_by_subject_order, "
-        f"m009_canonical_subject_times, m010_received_hour, m011_change_feed): run "
+        f"m009_canonical_subject_times, m010_received_hour, m011_change_feed, "
+        f"m012_reconciliation): run "
         f"`flowtracker migrate --db "
         f"{db}` (or another process is migrating it now)\n",
     )
     assert db.read_bytes() == before
     assert run("migrate", "--db", str(db)).output == (
-        f"{db}: applied 4 migrations (m008_events_keyed_by_subject_order, "
-        "m009_canonical_subject_times, m010_received_hour, m011_change_feed)\n"
+        f"{db}: applied 5 migrations (m008_events_keyed_by_subject_order, "
+        "m009_canonical_subject_times, m010_received_hour, m011_change_feed, "
+        "m012_reconciliation)\n"
     )
     assert run("migrate", "--db", str(db)).output == f"{db}: already up to date\n"
     assert run("status", "--db", str(db)).exit_code == 0
@@ -339,7 +341,7 @@ def test_m010_gives_each_subject_the_hour_of_its_last_receipt(tmp_path: Path) ->
         )
     conn.close()
     assert run("migrate", "--db", str(db)).output == (
-        f"{db}: applied 2 migrations (m010_received_hour, m011_change_feed)\n"
+        f"{db}: applied 3 migrations (m010_received_hour, m011_change_feed, m012_reconciliation)\n"
     )
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT received_hour FROM instances").fetchall() == [(262969,)]

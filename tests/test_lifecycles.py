@@ -107,6 +107,7 @@ def test_transitions_must_be_plain_data() -> None:
             transitions=[{"trigger": "go", "source": "a", "dest": "b", "conditions": "ok"}],
             refusal=lambda state, trigger: "no",
             version=None,
+            superseded=lambda history: lambda entry: None,
         )
 
 

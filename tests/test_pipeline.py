@@ -180,6 +180,7 @@ def test_documents_follow_object_version(pipeline: Pipeline, store: SQLiteStore)
         "last_received_at": "2027-01-15T08:00:00.000000Z",
         "snapshot_count": 4,
         "anomalies": 2,
+        "unknown_to_scrive_at": None,
     }
 
 

@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from flowtracker.engine.events import FLOW_FIELDS, Callback
 from flowtracker.engine.lifecycles import DOCUMENT_STATES
-from flowtracker.engine.parsing import parse_line
+from flowtracker.engine.parsing import parse_line, reconciled_document, reconciled_instance
 from flowtracker.ingest.pipeline import Pipeline
 from flowtracker.reads import views
 from flowtracker.store.sqlite.backend import SQLiteStore
@@ -29,6 +30,7 @@ OTHER = "08b9e7d4-d424-4e66-baa4-06ab6635aad6"
 # test_lifecycles), and one unknown of each, which must be ignored.
 FLOW_TYPES = [*FLOW_FIELDS, "signatory_opened"]
 STATUSES = [*DOCUMENT_STATES, "archived"]
+ENDINGS = ("completed", "failed", "cancelled", "flow_rejected", "timed_out")
 
 
 def written(second: int, style: str) -> str:
@@ -72,6 +74,40 @@ document_bodies = st.builds(
 )
 
 
+# An answer of Scrive's API (SPEC 13), marked so that `ingested` reconciles it instead of
+# ingesting it as a callback: the same answer twice is one event, like a redelivery.
+ANSWER = b"answer:"
+flow_answers = st.builds(
+    lambda status, second, instance: ANSWER + json.dumps({
+        "kind": "flow", "id": instance,
+        "answer": {"id": instance, "status": status, "last_event": written(second, "")},
+    }).encode(),
+    st.sampled_from(["completed", "failed"]),
+    st.integers(0, 5),
+    st.sampled_from([INSTANCE, OTHER]),
+)  # fmt: skip
+document_answers = st.builds(
+    lambda status, version, minute: ANSWER + json.dumps({
+        "kind": "document", "id": DOCUMENT, "answer": document_json(status, version, minute),
+    }).encode(),
+    st.sampled_from(STATUSES),
+    st.integers(1, 4),
+    st.integers(0, 2),
+)  # fmt: skip
+
+
+def parsed(body: bytes) -> Callback:
+    """A callback body, or an answer of Scrive's API as the callback it stands for."""
+    if not body.startswith(ANSWER):
+        return parse_line(body)
+    marked = json.loads(body[len(ANSWER) :])
+    if marked["kind"] == "flow":
+        callback = reconciled_instance(marked["id"], marked["answer"])
+        assert callback is not None
+        return callback
+    return reconciled_document(marked["id"], marked["answer"])
+
+
 @st.composite
 def deliveries(draw: st.DrawFn, bodies: st.SearchStrategy[bytes]) -> list[list[bytes]]:
     """Distinct bodies, each delivered at least once, shuffled, cut into batches."""
@@ -90,7 +126,14 @@ def ingested(batches: list[list[bytes]]) -> Iterator[SQLiteStore]:
         try:
             pipeline = Pipeline(store, Clock())
             for batch in batches:
-                pipeline.ingest([parse_line(body) for body in batch])
+                # Callbacks in batches; each answer of Scrive's API on its own, in its turn.
+                for answer, run in groupby(batch, key=lambda body: body.startswith(ANSWER)):
+                    if not answer:
+                        pipeline.ingest([parse_line(body) for body in run])
+                        continue
+                    for body in run:
+                        c = parsed(body)
+                        pipeline.reconcile(c.kind, c.subject_id, c)
             yield store
         finally:
             store.close()
@@ -136,9 +179,7 @@ def _totals(store: SQLiteStore) -> int:
 
 def oracle(bodies: set[bytes]) -> dict[str, Any]:
     """The spec applied by hand: sort each subject's events by order key and fold."""
-    callbacks = sorted(
-        (parse_line(body) for body in bodies), key=lambda c: (c.position, c.dedup_key)
-    )
+    callbacks = sorted((parsed(body) for body in bodies), key=lambda c: (c.position, c.dedup_key))
     found: dict[str, Any] = {}
     for subject in (INSTANCE, OTHER, DOCUMENT):
         mine = [c for c in callbacks if c.subject_id == subject]
@@ -153,8 +194,21 @@ def _fold_by_hand(callbacks: list[Callback]) -> Any:
     # One spelling for an instance's first and last event, however they were written.
     times = (spelled(callbacks[0].position[0]), spelled(callbacks[-1].position[0]))
     shown: tuple[Any, ...] = (None, None, None)
+    # SPEC 13: a callback decides over an answer of Scrive's API, wherever either stands.
+    real = [c for c in callbacks if c.reconciled is None]
+    ended = any(c.label in ENDINGS and c.format_version == 1 for c in real)
+    newest = max((c.position[0] for c in real), default=None)
     for c in callbacks:
-        if is_flow and c.format_version != 1:
+        if c.reconciled is not None and is_flow and ended:
+            verdict: tuple[Any, ...] = ("ignored", "superseded by a callback")
+        elif (
+            c.reconciled is not None
+            and not is_flow
+            and newest is not None
+            and (c.position[0] <= newest)
+        ):
+            verdict = ("ignored", "already known")
+        elif is_flow and c.format_version != 1:
             verdict = ("ignored", f"unsupported version {c.format_version}")
         elif c.label not in (FLOW_TYPES[:-1] if is_flow else STATUSES[:-1]):
             noun = "callback type" if is_flow else "status"
@@ -181,8 +235,9 @@ def check(batches: list[list[bytes]]) -> None:
     subjects, totals = ingest(batches)
     everything = [body for batch in batches for body in batch]
     assert subjects == oracle(set(everything))
-    assert totals == len(everything)
-    in_order = sorted(set(everything), key=lambda b: parse_line(b).dedup_key)
+    # An answer of Scrive's API is no delivery.
+    assert totals == sum(not body.startswith(ANSWER) for body in everything)
+    in_order = sorted(set(everything), key=lambda b: parsed(b).dedup_key)
     assert ingest([in_order])[0] == subjects
 
 
@@ -198,6 +253,20 @@ def test_flow_state_and_history_do_not_depend_on_arrival(batches: list[list[byte
 @SETTINGS
 @given(deliveries(document_bodies))
 def test_document_state_and_history_do_not_depend_on_arrival(
+    batches: list[list[bytes]],
+) -> None:
+    check(batches)
+
+
+@SETTINGS
+@given(deliveries(st.one_of(flow_bodies, flow_bodies, flow_answers)))
+def test_flow_answers_of_scrive_fold_the_same_in_any_order(batches: list[list[bytes]]) -> None:
+    check(batches)
+
+
+@SETTINGS
+@given(deliveries(st.one_of(document_bodies, document_bodies, document_answers)))
+def test_document_answers_of_scrive_fold_the_same_in_any_order(
     batches: list[list[bytes]],
 ) -> None:
     check(batches)

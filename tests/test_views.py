@@ -48,6 +48,7 @@ def test_instance_view_is_the_whole_history(pipeline: Pipeline, store: Store) ->
         "last_received_at": "2027-01-15T08:00:00.000000Z",
         "event_count": 2,
         "anomalies": 2,
+        "unknown_to_scrive_at": None,
         "events": [
             {
                 "type": "completed",
@@ -58,6 +59,7 @@ def test_instance_view_is_the_whole_history(pipeline: Pipeline, store: Store) ->
                 "out_of_order": True,
                 "deliveries": 1,
                 "reason": None,
+                "source": "callback",
                 "payload": json.loads(flow("completed", 1)),
             },
             {
@@ -69,6 +71,7 @@ def test_instance_view_is_the_whole_history(pipeline: Pipeline, store: Store) ->
                 "out_of_order": False,
                 "deliveries": 1,
                 "reason": "instance already completed",
+                "source": "callback",
                 "payload": json.loads(flow("custom", 3)),
             },
         ],

@@ -167,7 +167,10 @@ def document_payload(body: bytes, content_type: str) -> tuple[dict[str, Any] | N
     sealed = pick("document_signed_and_sealed", "signedAndSealed")
     return {
         "document_id": pick("document_id", "documentid"),
-        "document_signed_and_sealed": sealed if isinstance(sealed, bool) else sealed == "true",
+        # null: a snapshot from Scrive's API, which does not say
+        "document_signed_and_sealed": (
+            sealed if isinstance(sealed, bool) or sealed is None else sealed == "true"
+        ),
         "document_json": document,
     }, None
 

@@ -65,6 +65,8 @@ class FlowCallback:
     dedup_key: str
     body: bytes
     content_type: str
+    # Not a callback: what Scrive's API answered (SPEC 13), the terminal status it carries.
+    reconciled: str | None = None
 
     kind: ClassVar[Kind] = "flow"
 
@@ -86,7 +88,7 @@ class FlowCallback:
 
     @property
     def label(self) -> str:
-        return self.type
+        return self.type if self.reconciled is None else self.reconciled
 
     @property
     def format_version(self) -> int:
@@ -98,7 +100,7 @@ class DocumentCallback:
     """One document callback: a snapshot of the whole document when Scrive sent it."""
 
     document_id: str
-    signed_and_sealed: bool
+    signed_and_sealed: bool | None  # None: not known (a snapshot from Scrive's API)
     status: str
     object_version: int
     mtime: Timestamp
@@ -107,6 +109,8 @@ class DocumentCallback:
     dedup_key: str
     body: bytes
     content_type: str
+    # Not a callback: the document as Scrive's API answered it (SPEC 13), its status.
+    reconciled: str | None = None
 
     kind: ClassVar[Kind] = "document"
 

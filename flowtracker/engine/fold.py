@@ -7,7 +7,7 @@ for every arrival order of the same set of events.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from flowtracker.engine.lifecycles import Lifecycle
 from flowtracker.engine.records import APPLIED, Entry, Subject, Verdict
@@ -33,11 +33,18 @@ def is_neutral(lifecycle: Lifecycle, label: str, version: int | None = None) -> 
     return version != lifecycle.version or label not in lifecycle.moving
 
 
-def fold(lifecycle: Lifecycle, entries: Iterable[Entry]) -> tuple[str, list[Verdict]]:
-    """Judge `entries` (already in order) from the lifecycle's initial state."""
+def fold(lifecycle: Lifecycle, entries: Sequence[Entry]) -> tuple[str, list[Verdict]]:
+    """Judge `entries` (already in order) from the lifecycle's initial state.
+
+    An answer of Scrive's API (a reconciled entry) that a callback supersedes is ignored
+    wherever it stands: which one that is depends on the whole set, never on the order.
+    """
+    superseded = lifecycle.superseded(entries) if any(e.reconciled for e in entries) else None
     state, verdicts = lifecycle.initial, []
     for entry in entries:
-        state, verdict = judge(lifecycle, state, entry.label, entry.version)
+        verdict = superseded(entry) if superseded is not None and entry.reconciled else None
+        if verdict is None:
+            state, verdict = judge(lifecycle, state, entry.label, entry.version)
         verdicts.append(verdict)
     return state, verdicts
 
@@ -45,7 +52,9 @@ def fold(lifecycle: Lifecycle, entries: Iterable[Entry]) -> tuple[str, list[Verd
 def refold(lifecycle: Lifecycle, subject: Subject, history: Sequence[Entry]) -> None:
     """Re-judge a subject's whole ordered history; mark the stored entries that changed."""
     state, verdicts = fold(lifecycle, history)
-    subject.state, subject.anomalies, subject.shown = state, 0, {}
+    # A 404 from Scrive's API is an anomaly of the subject, not of an event.
+    subject.state, subject.shown = state, {}
+    subject.anomalies = subject.unknown_to_scrive is not None
     for entry, verdict in zip(history, verdicts, strict=True):
         if verdict != entry.verdict:
             entry.verdict, entry.changed = verdict, entry.row_id is not None

@@ -15,8 +15,12 @@ from typing import Any
 from transitions import Machine, MachineError
 
 from flowtracker.engine.events import FLOW_VERSION
+from flowtracker.engine.records import Entry, Verdict
 
 TransitionTable = Sequence[Mapping[str, Any]]
+# Given a subject's whole history: which of its reconciled entries a callback supersedes,
+# and the verdict they then get (None: the entry is judged like any other).
+Superseding = Callable[[Sequence[Entry]], Callable[[Entry], Verdict | None]]
 
 FLOW_STATES = ("in_progress", "completed", "failed", "cancelled", "rejected", "timed_out")
 FLOW_TERMINAL = FLOW_STATES[1:]
@@ -89,16 +93,19 @@ class Lifecycle:
         refusal: Callable[[str, str], str],
         trigger_noun: str,
         version: int | None,
+        superseded: Superseding,
         arrows: Sequence[tuple[str, str, str]] | None = None,
     ) -> None:
         """`arrows` (source, trigger, dest) are what a diagram draws; by default every
-        transition that changes the state."""
+        transition that changes the state. `superseded` is the rule for answers of
+        Scrive's API (SPEC 13)."""
         _check_pure(transitions)
         self.states = tuple(states)
         self.initial = initial
         self.terminal = frozenset(terminal)
         self.trigger_noun = trigger_noun
         self.version = version
+        self.superseded = superseded
         self._refusal = refusal
         self._machine = Machine(
             model=None,
@@ -197,6 +204,33 @@ def _document_refusal(state: str, trigger: str) -> str:
     return f"document is {state}; {trigger} is not reachable from {state}"
 
 
+# The callbacks that end an instance: once one is stored, it decides (SPEC 13).
+FLOW_ENDINGS = frozenset(
+    row["trigger"] for row in FLOW_TRANSITIONS
+    if row["source"] == "in_progress" and row["dest"] in FLOW_TERMINAL
+)  # fmt: skip
+SUPERSEDED_BY_CALLBACK = Verdict("ignored", "superseded by a callback")
+ALREADY_KNOWN = Verdict("ignored", "already known")
+
+
+def _flow_superseded(history: Sequence[Entry]) -> Callable[[Entry], Verdict | None]:
+    """A reconciled event stands for the terminal status it carries only while no
+    callback that ends the instance is stored; then that callback decides."""
+    ended = any(
+        not e.reconciled and e.version == FLOW_VERSION and e.label in FLOW_ENDINGS for e in history
+    )
+    return lambda entry: SUPERSEDED_BY_CALLBACK if ended else None
+
+
+def _document_superseded(history: Sequence[Entry]) -> Callable[[Entry], Verdict | None]:
+    """A reconciled snapshot counts only when its object_version is newer than that of
+    every snapshot a callback brought."""
+    newest = max((e.position[0] for e in history if not e.reconciled), default=None)
+    if newest is None:
+        return lambda entry: None
+    return lambda entry: ALREADY_KNOWN if entry.position[0] <= newest else None
+
+
 FLOW = Lifecycle(
     states=FLOW_STATES,
     initial="in_progress",
@@ -205,6 +239,7 @@ FLOW = Lifecycle(
     refusal=_flow_refusal,
     trigger_noun="callback type",
     version=FLOW_VERSION,
+    superseded=_flow_superseded,
 )
 
 DOCUMENT = Lifecycle(
@@ -215,6 +250,7 @@ DOCUMENT = Lifecycle(
     refusal=_document_refusal,
     trigger_noun="status",
     version=None,
+    superseded=_document_superseded,
     # Scrive's graph, not every reachable pair: a snapshot may skip along these arrows.
     arrows=[(DOCUMENT_NEW, "preparation", "preparation")]
     + [(a, b, b) for a, targets in DOCUMENT_GRAPH.items() for b in targets if a != b],

@@ -79,6 +79,62 @@ def parse_line(line: bytes) -> Callback:
     return _flow(fields, line, "application/json")
 
 
+def is_uuid(text: str) -> bool:
+    """Whether `text` is spelled as a flow instance id must be."""
+    return _UUID.fullmatch(text) is not None
+
+
+# What Scrive's API answers as a flow instance's `status` (SPEC 13); a cancel, a rejection
+# and a timeout all read `failed` there.
+SCRIVE_INSTANCE_STATUSES = ("in_progress", "completed", "failed")
+RECONCILED = "reconciled"  # the type of the event a terminal answer is stored as
+
+
+def reconciled_instance(instance_id: str, answer: Any) -> FlowCallback | None:
+    """What Scrive's API answered about a flow instance, as the event it stands for: the
+    `reconciled` event of a terminal status, dated `last_event`; None while in progress.
+    Raises `InvalidEvent` naming what is wrong with the answer."""
+    if not isinstance(answer, dict):
+        raise InvalidEvent({"answer": f"must be a JSON object, not {json_type(answer)}"})
+    problems: dict[str, str] = {}
+    found = _take(answer, Field("id", str), problems)
+    if found is not None and found.lower() != instance_id.lower():
+        problems["id"] = f"must be the instance asked for ({instance_id!r}), got {found!r}"
+    status = _take(answer, Field("status", str), problems)
+    if status is not None and status not in SCRIVE_INSTANCE_STATUSES:
+        problems["status"] = f"must be one of {', '.join(SCRIVE_INSTANCE_STATUSES)}, not {status!r}"
+    last_event = None
+    if status != "in_progress":
+        last_event = _timestamp(answer, Field("last_event", str), problems)
+    if problems:
+        raise InvalidEvent(problems)
+    if status == "in_progress":
+        return None
+    assert status is not None and last_event is not None
+    fields = {"reconciled": status, "flow_instance_id": instance_id.lower(),
+              "last_event": last_event.text}  # fmt: skip
+    body = canonical_json(fields)
+    return FlowCallback(
+        instance_id=instance_id.lower(),
+        type=RECONCILED,
+        version=FLOW_VERSION,
+        event_created=last_event,
+        payload=MappingProxyType(fields),
+        dedup_key=hashlib.sha256(body).hexdigest(),
+        body=body,
+        content_type="application/json",
+        reconciled=status,
+    )
+
+
+def reconciled_document(document_id: str, answer: Any) -> DocumentCallback:
+    """The document as Scrive's API answered it, as a snapshot whose `signed_and_sealed`
+    is unknown (null). Raises `InvalidEvent` naming what is wrong with the answer."""
+    fields = {"document_id": document_id, "document_signed_and_sealed": None,
+              "document_json": answer}  # fmt: skip
+    return _document(fields, canonical_json(fields), "application/json", reconciled=True)
+
+
 def _flow(fields: JSONObject, body: bytes, content_type: str) -> FlowCallback:
     problems = too_deep_fields(fields, body)
     kind = _take(fields, _TYPE, problems)
@@ -106,7 +162,9 @@ def _flow(fields: JSONObject, body: bytes, content_type: str) -> FlowCallback:
     )
 
 
-def _document(fields: JSONObject, body: bytes, content_type: str) -> DocumentCallback:
+def _document(
+    fields: JSONObject, body: bytes, content_type: str, *, reconciled: bool = False
+) -> DocumentCallback:
     # `document_json` is judged on its own, so that every encoding takes the same ones.
     problems = too_deep_fields(fields, body, skip=("document_json", "json"))
     document_id = _alias(fields, "document_id", "documentid", problems, str)
@@ -116,9 +174,11 @@ def _document(fields: JSONObject, body: bytes, content_type: str) -> DocumentCal
         problems["document_id"] = (
             f"must not hold control characters (U+{ord(control.group()):04X} at {control.start()})"
         )
-    sealed = _sealed(_alias(fields, "document_signed_and_sealed", "signedAndSealed", problems))
-    if sealed is None and "document_signed_and_sealed" not in problems:
-        problems["document_signed_and_sealed"] = 'must be "true" or "false"'
+    sealed = None
+    if not reconciled:  # Scrive's API does not say; only a callback does
+        sealed = _sealed(_alias(fields, "document_signed_and_sealed", "signedAndSealed", problems))
+        if sealed is None and "document_signed_and_sealed" not in problems:
+            problems["document_signed_and_sealed"] = 'must be "true" or "false"'
     document = _document_json(_alias(fields, "document_json", "json", problems), body, problems)
     status = object_version = mtime = None
     if document is not None:
@@ -130,7 +190,7 @@ def _document(fields: JSONObject, body: bytes, content_type: str) -> DocumentCal
         _check_id(document, document_id, problems)
     if problems:
         raise InvalidEvent(problems)
-    assert document_id is not None and sealed is not None and document is not None
+    assert document_id is not None and (sealed is not None or reconciled) and document is not None
     assert status is not None and object_version is not None and mtime is not None
     key_source = {
         "document_id": document_id,
@@ -149,6 +209,7 @@ def _document(fields: JSONObject, body: bytes, content_type: str) -> DocumentCal
         dedup_key=hashlib.sha256(canonical_json(key_source)).hexdigest(),
         body=body,
         content_type=content_type,
+        reconciled=status if reconciled else None,
     )
 
 

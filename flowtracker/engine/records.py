@@ -45,6 +45,9 @@ class Entry:
     stored: Verdict | None = None  # the verdict in the database, for stored entries
     changed: bool = False  # a stored entry whose verdict the last refold changed
     source: Any = None  # the parsed callback of a new entry, for the store
+    # Not a callback: an answer of Scrive's API (SPEC 13), which counts only while no
+    # callback says as much (`Lifecycle.superseded`).
+    reconciled: bool = False
 
     @property
     def order(self) -> Order:
@@ -68,10 +71,13 @@ class Subject:
     shown: Mapping[str, Any] = field(default_factory=dict)  # from the last applied event
     history: list[Entry] | None = None  # loaded only when an event lands before the last
     fresh: list[Entry] = field(default_factory=list)  # not yet stored
+    reconciled: int = 0  # entries from Scrive's API: a callback may supersede them (refold)
+    unknown_to_scrive: str | None = None  # when Scrive's API last answered 404: an anomaly
 
     def add(self, entry: Entry) -> None:
         """Count a new entry whose verdict is decided."""
         self.events += 1
+        self.reconciled += entry.reconciled
         self.anomalies += entry.verdict.outcome == "illegal" or entry.out_of_order
         self.last = max(self.last, entry.order)
         if self.first_ns is None or entry.time_ns < self.first_ns:
@@ -82,6 +88,8 @@ class Subject:
 
 
 ChangeSource = Literal["callback", "rebuild", "reconcile"]
+# What reconciling a subject with Scrive's API can come to (SPEC 13); unknown: a 404.
+RECONCILE_RESULTS: Final = ("changed", "unchanged", "unknown", "error")
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,9 @@ import random
 import time
 from bisect import insort
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from flowtracker.engine.events import Callback, Kind
 from flowtracker.engine.fold import is_neutral, judge, refold
@@ -62,6 +62,53 @@ class Pipeline:
         self._told(last_change)
         return receipts
 
+    def reconcile(
+        self,
+        kind: Kind,
+        subject_id: str,
+        answer: Callback | None,
+        *,
+        known: bool = True,
+        dry_run: bool = False,
+    ) -> Reconciled:
+        """Fold what Scrive's API answered about one subject (SPEC 13): `answer` is the
+        event or snapshot it stands for (None: nothing to store, such as an instance in
+        progress); `known` False when the API answered 404 (an anomaly of the subject).
+        An answer counts as no delivery, and the fold decides what it is worth: one a
+        callback supersedes is kept with outcome `ignored`, wherever it stands. With
+        `dry_run` nothing is written: the transaction is rolled back."""
+        try:
+            result, last_change = _again_on_conflict(
+                lambda: self._reconciled(kind, subject_id, answer, known, dry_run)
+            )
+        except _RolledBack as rolled_back:
+            return rolled_back.result
+        self._told(last_change)
+        return result
+
+    def _reconciled(
+        self, kind: Kind, subject_id: str, answer: Callback | None, known: bool, dry_run: bool
+    ) -> tuple[Reconciled, int | None]:
+        with self.store.transaction() as tx:
+            tx.lock([(kind, subject_id)])
+            batch = _Batch(tx, self.clock(), [] if answer is None else [answer], "reconcile")
+            subject = batch.load(kind, subject_id)
+            before = None if subject is None else subject.state
+            batch.known_to_scrive(kind, subject_id, known)
+            receipt = None if answer is None else batch.take(answer)
+            after = receipt.state if receipt is not None else before
+            result = Reconciled(kind, subject_id, before, after, receipt, known)
+            last_change = batch.write([])
+            if dry_run:
+                raise _RolledBack(result)
+        return result, last_change
+
+    def count_reconciliations(self, results: Mapping[str, int]) -> None:
+        """Count subjects reconciled, by result (`/metrics`)."""
+        if any(results.values()):
+            with self.store.transaction() as tx:
+                tx.bump({f"reconcile.{result}": n for result, n in results.items()})
+
     def _told(self, last_change: int | None) -> None:
         if last_change is not None and self.on_changes is not None:
             self.on_changes(last_change)
@@ -83,11 +130,47 @@ class Pipeline:
         return counts
 
 
-class _Batch:
-    """The working set of one ingest transaction."""
+class Reconciled(NamedTuple):
+    """What one reconciliation did to a subject: its state before and after (None: not
+    stored), the receipt of the answer it stored (None: nothing to store), and whether
+    Scrive's API knew the subject."""
 
-    def __init__(self, tx: Transaction, now_ns: int, callbacks: Sequence[Callback]) -> None:
+    kind: Kind
+    subject_id: str
+    before: str | None
+    after: str | None
+    receipt: Receipt | None
+    known: bool
+
+    @property
+    def result(self) -> str:
+        """changed | unchanged | unknown (Scrive answered 404): `/metrics` counts them."""
+        if not self.known:
+            return "unknown"
+        return "changed" if self.before != self.after else "unchanged"
+
+
+class _RolledBack(Exception):
+    """Ends a dry run's transaction without committing it, carrying what it found."""
+
+    def __init__(self, result: Reconciled) -> None:
+        super().__init__("dry run")
+        self.result = result
+
+
+class _Batch:
+    """The working set of one ingest transaction; `source` says what brought its callbacks
+    (answers of Scrive's API are no deliveries: they do not count as callbacks received)."""
+
+    def __init__(
+        self,
+        tx: Transaction,
+        now_ns: int,
+        callbacks: Sequence[Callback],
+        source: ChangeSource = "callback",
+    ) -> None:
         self.tx, self.now_ns, self.now = tx, now_ns, format_ns(now_ns)
+        self.source = source
         self.known: dict[Kind, dict[str, bool]] = {}
         self.subjects: dict[Kind, dict[str, Subject]] = {}
         self.touched: dict[Kind, dict[str, Subject]] = {"flow": {}, "document": {}}
@@ -109,14 +192,18 @@ class _Batch:
         subject = self._subject(kind, lifecycle, callback.subject_id)
         known = self.known[kind].get(callback.dedup_key)
         if known is not None:
-            self.redelivered[kind].append(callback)
+            if self.source == "callback":  # an answer of the API again is no delivery
+                self.redelivered[kind].append(callback)
             return Receipt("duplicate", known, None, kind, subject.id, subject.state)
         entry = _entry(callback)
-        entry.out_of_order = entry.position < subject.last[0]
+        # An answer of Scrive's API is asked for, not delivered: it never arrives late.
+        entry.out_of_order = not entry.reconciled and entry.position < subject.last[0]
         late = entry.order < subject.last
         # None for a subject that appears with this event (SPEC 11: `previous` null).
         before = None if subject.stored_state is None and not subject.events else subject.state
-        if not late or is_neutral(lifecycle, entry.label, entry.version):
+        # A reconciled entry may be superseded by a callback in any place: refold.
+        simple = not entry.reconciled and not subject.reconciled
+        if simple and (not late or is_neutral(lifecycle, entry.label, entry.version)):
             # Judged from the current state: in order, or a late event whose verdict is
             # the same in every state and which moves none (a refold would change nothing).
             subject.state, entry.verdict = judge(
@@ -132,11 +219,14 @@ class _Batch:
             subject.add(entry)
             insort(history, entry, key=_order)
             refold(lifecycle, subject, history)
-        subject.last_received_at = self.now
+        if self.source == "callback":
+            subject.last_received_at = self.now
         self.touched[kind][subject.id] = subject
         if subject.state != before:
             correction = late and before is not None
-            self.changes.append(_change(lifecycle, kind, subject, before, entry, correction))
+            self.changes.append(
+                _change(lifecycle, kind, subject, before, entry, correction, self.source)
+            )
         self.known[kind][entry.key] = entry.out_of_order
         verdict = entry.verdict
         return Receipt(
@@ -147,7 +237,7 @@ class _Batch:
         """The batch's writes; the last change's `seq`, if it made any."""
         # The outcome each delivery got when it arrived: a late event may change the stored
         # outcomes, but these only grow (Prometheus counters).
-        arrived = Counter((r.kind, r.outcome) for r in receipts)
+        arrived = Counter((r.kind, r.outcome) for r in receipts if self.source == "callback")
         deltas = Counter({f"arrived.{kind}.{outcome}": n for (kind, outcome), n in arrived.items()})
         for kind in LIFECYCLES:
             touched = list(self.touched[kind].values())
@@ -160,9 +250,26 @@ class _Batch:
             # update(), not +=: a Counter sum drops the negative deltas
             deltas.update(_deltas(kind, touched, fresh, changed, len(self.redelivered[kind])))
         self.tx.bump(deltas)
-        self.tx.count_received(self.now_ns, len(receipts))
+        if self.source == "callback":
+            self.tx.count_received(self.now_ns, len(receipts))
         # Last: the changes take their numbers in commit order (see `add_changes`).
         return self.tx.add_changes(self.changes, self.now)
+
+    def load(self, kind: Kind, subject_id: str) -> Subject | None:
+        """The stored subject, read if the batch has not read it."""
+        if subject_id not in self.subjects[kind]:
+            self.subjects[kind].update(self.tx.subjects(kind, {subject_id}))
+        return self.subjects[kind].get(subject_id)
+
+    def known_to_scrive(self, kind: Kind, subject_id: str, known: bool) -> None:
+        """Note on a stored subject whether Scrive's API knows it: a 404 is an anomaly of
+        the subject (SPEC 13) until the API answers for it again."""
+        subject = self.load(kind, subject_id)
+        if subject is None or known == (subject.unknown_to_scrive is None):
+            return
+        subject.unknown_to_scrive = None if known else self.now
+        subject.anomalies += -1 if known else 1
+        self.touched[kind][subject_id] = subject
 
     def _subject(self, kind: Kind, lifecycle: Lifecycle, subject_id: str) -> Subject:
         subject = self.subjects[kind].get(subject_id)
@@ -234,11 +341,14 @@ def _change(
 ) -> Change:
     """The change a subject's new state makes, `entry` the event that made it."""
     at = canonical(entry.time_ns)
+    label = "reconciled" if entry.reconciled and kind == "flow" else entry.label
     event: dict[str, Any] = (
-        {"type": entry.label, "event_created": at}
+        {"type": label, "event_created": at}
         if kind == "flow"
         else {"status": entry.label, "object_version": entry.position[0], "mtime": at}
     )
+    if entry.reconciled and kind == "flow":
+        event["status"] = entry.label  # what Scrive's API answered
     event["outcome"] = entry.verdict.outcome
     return Change(
         kind, subject.id, subject.state, previous, subject.state in lifecycle.terminal,
@@ -274,6 +384,7 @@ def _entry(callback: Callback) -> Entry:
         out_of_order=False,
         shown=callback.shown,
         source=callback,
+        reconciled=callback.reconciled is not None,
     )
 
 

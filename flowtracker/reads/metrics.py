@@ -57,6 +57,12 @@ _FAMILIES: dict[str, tuple[type[Family], str, list[str]]] = {
         "When the last callback was received (Unix time); absent before the first.",
         [],
     ),
+    "flowtracker_reconciliations": (
+        CounterMetricFamily,
+        "Subjects reconciled with Scrive's API, by result (changed, unchanged, unknown: "
+        "Scrive answered 404, error: no usable answer).",
+        ["result"],
+    ),
     "flowtracker_changes": (
         CounterMetricFamily,
         "Changes written to the change feed (the last seq).",
@@ -116,6 +122,7 @@ class StoreCollector(Collector):
             "flowtracker_instances": [([s], n) for s, n in counts["instances"].items()],
             "flowtracker_documents": [([s], n) for s, n in counts["documents"].items()],
             "flowtracker_stuck_instances": [([], counts["stuck"])],
+            "flowtracker_reconciliations": [([r], n) for r, n in counts["reconciliations"].items()],
             "flowtracker_last_callback_timestamp_seconds": _last(counts["last_callback_at"]),
             **self._feed(),
         }

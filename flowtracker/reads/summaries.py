@@ -7,7 +7,7 @@ from typing import Any
 
 from flowtracker.engine.events import KINDS
 from flowtracker.engine.lifecycles import DOCUMENT_STATES, FLOW_STATES
-from flowtracker.engine.records import DELIVERY_OUTCOMES, OUTCOMES
+from flowtracker.engine.records import DELIVERY_OUTCOMES, OUTCOMES, RECONCILE_RESULTS
 from flowtracker.engine.timestamps import format_ns
 from flowtracker.reads.views import quiet_since
 from flowtracker.store.protocol import Store
@@ -45,6 +45,9 @@ def counts(store: Store, now_ns: int, *, stuck_age_ns: int) -> dict[str, Any]:
         },
         "out_of_order": dict(totals.out_of_order),
         "quarantined_requests": totals.quarantined_requests,
+        "reconciliations": {
+            name: totals.reconciliations.get(name, 0) for name in RECONCILE_RESULTS
+        },
         **_holdings(totals),
     }
 

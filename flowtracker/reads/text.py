@@ -29,6 +29,7 @@ def instance_text(data: dict[str, Any]) -> str:
     lines = [
         f"flow instance {data['id']}: {data['state']}"
         f"{' (terminal)' if data['terminal'] else ''}, {data['anomalies']} anomalies"
+        + _unknown(data)
     ]
     for event in data["events"]:
         lines.append(_history_line(event["event_created"], event["type"], event))
@@ -40,7 +41,7 @@ def document_text(data: dict[str, Any]) -> str:
     sealed = ", signed and sealed" if data["signed_and_sealed"] else ""
     lines = [
         f"document {data['id']} {data['title']!r}: {data['state']}, object_version "
-        f"{data['object_version']}{sealed}, {data['anomalies']} anomalies"
+        f"{data['object_version']}{sealed}, {data['anomalies']} anomalies" + _unknown(data)
     ]
     for snapshot in data["snapshots"]:
         label = f"{snapshot['state']} v{snapshot['object_version']}"
@@ -48,10 +49,17 @@ def document_text(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _unknown(data: dict[str, Any]) -> str:
+    at = data.get("unknown_to_scrive_at")
+    return f" (unknown to Scrive's API since {at})" if at else ""
+
+
 def _history_line(at: str, label: str, event: dict[str, Any]) -> str:
     marks = [event["outcome"]]
     if event["out_of_order"]:
         marks.append("out of order")
+    if event.get("source") == "reconcile":
+        marks.append("reconciled from Scrive's API")
     if event["deliveries"] > 1:
         marks.append(f"{event['deliveries']} deliveries")
     reason = f": {event['reason']}" if event["reason"] else ""

@@ -62,6 +62,7 @@ def instance_summary(row: SubjectRow) -> dict[str, Any]:
         "last_received_at": row.last_received_at,
         "event_count": row.events,
         "anomalies": row.anomalies,
+        "unknown_to_scrive_at": row.unknown_to_scrive_at,
     }
 
 
@@ -77,6 +78,7 @@ def document_summary(row: SubjectRow) -> dict[str, Any]:
         "last_received_at": row.last_received_at,
         "snapshot_count": row.events,
         "anomalies": row.anomalies,
+        "unknown_to_scrive_at": row.unknown_to_scrive_at,
     }
 
 
@@ -211,6 +213,7 @@ def _delivery(row: EventRow) -> dict[str, Any]:
         "out_of_order": row.out_of_order,
         "deliveries": row.deliveries,
         "reason": row.reason,
+        "source": "reconcile" if row.reconciled else "callback",
     }
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import sys
 
 import click
 
 from flowtracker.scrive import simulate
+from flowtracker.settings import Settings, SettingsError
 
 
 @click.command(name="simulate")
@@ -81,6 +84,31 @@ from flowtracker.scrive import simulate
     help="Then read every instance and document back, print each difference from the "
     "expected end, and exit 1 if there is any.",
 )
+@click.option(
+    "--lose",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 0.5),
+    help="Share of callbacks lost for good, as when Scrive's tenth attempt fails (never "
+    "one whose loss would change how the others fold). --check then expects what asking "
+    "Scrive's API can bring back.",
+)
+@click.option(
+    "--scrive-api",
+    metavar="HOST:PORT",
+    default=None,
+    help="After sending, serve a simulated Scrive API there (a loopback address) that "
+    "answers the true state of every instance and document, checking the "
+    "FLOWTRACKER_SCRIVE_* credentials as Scrive does. With --check, checks again every "
+    "5 s until the tracker passes (after `flowtracker reconcile --stuck`).",
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(0),
+    default=None,
+    help="Serve the simulated Scrive API at most this many seconds.  [default: until it "
+    "passes the check, or Ctrl-C]",
+)
 def simulate_command(
     url: str,
     instances: int,
@@ -93,6 +121,9 @@ def simulate_command(
     token: str | None,
     read_token: str | None,
     check: bool,
+    lose: float,
+    scrive_api: str | None,
+    wait: float | None,
 ) -> None:
     """Send realistic Scrive callbacks to a running tracker, delivered as Scrive does.
 
@@ -107,6 +138,10 @@ def simulate_command(
     callback was delivered (and, with --check, the tracker agrees), 1 otherwise.
     """
     try:
+        settings = Settings.from_env(os.environ) if scrive_api is not None else None
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
+    try:
         target = simulate.Target(url, token=token or None, read_token=read_token or None)
         options = simulate.Options(
             target=target,
@@ -118,8 +153,29 @@ def simulate_command(
             connections=connections,
             time_scale=time_scale,
             check=check,
+            lose=lose,
+            scrive_api=None if scrive_api is None else _loopback(scrive_api),
+            scrive_settings=settings,
+            wait=wait,
         )
         if not simulate.run(options, click.echo):
             sys.exit(1)
     except simulate.SimulationError as error:
         raise click.ClickException(str(error)) from None
+
+
+def _loopback(text: str) -> tuple[str, int]:
+    """HOST:PORT of a loopback address (the simulated API serves nobody else)."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        number = int(port)
+    except ValueError:
+        loopback, number = False, -1
+    if not loopback or not 0 <= number <= 65535:
+        raise click.BadParameter(
+            f"must be a loopback HOST:PORT such as 127.0.0.1:8765, not {text!r}",
+            param_hint="--scrive-api",
+        )
+    return host, number

@@ -1,5 +1,6 @@
-"""The change log's reads and pruning, and the webhook subscriptions: statements both
-backends run as they are (`?` placeholders, which PostgreSQL's backend spells `%s`).
+"""The change log's reads and pruning, the webhook subscriptions and the leases of
+background work: statements both backends run as they are (`?` placeholders, which
+PostgreSQL's backend spells `%s`).
 
 A backend implements `_run`: one statement in a read transaction, or in a write
 transaction of its own. The ingest transaction writes the changes themselves
@@ -129,6 +130,24 @@ class FeedStatements:
             (owner, until_ns, id_, owner, now_ns),
             write=True,
         ))  # fmt: skip
+
+    # Leases of background work that one receiver at a time does (the reconciliation) ----
+
+    def take_lease(self, name: str, owner: str, now_ns: int, until_ns: int) -> bool:
+        """Take or renew the lease `name` until `until_ns`: granted when nobody holds it,
+        when `owner` does, or when the holder's lease has run out."""
+        self._run("INSERT INTO leases (name, owner, until_ns) VALUES (?, NULL, 0) "
+                  "ON CONFLICT (name) DO NOTHING", (name,), write=True)  # fmt: skip
+        return bool(self._run(
+            "UPDATE leases SET owner = ?, until_ns = ? WHERE name = ? AND "
+            "(owner IS NULL OR owner = ? OR until_ns < ?) RETURNING name",
+            (owner, until_ns, name, owner, now_ns),
+            write=True,
+        ))  # fmt: skip
+
+    def release_lease(self, name: str, owner: str) -> None:
+        self._run("UPDATE leases SET owner = NULL, until_ns = 0 WHERE name = ? AND owner = ?",
+                  (name, owner), write=True)  # fmt: skip
 
     def release_subscription(self, id_: str, owner: str) -> None:
         self._run("UPDATE subscriptions SET lease_owner = NULL, lease_until_ns = 0 "

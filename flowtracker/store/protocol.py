@@ -86,12 +86,14 @@ class Quarantined:
 
 @dataclass(frozen=True, slots=True)
 class SubjectFilter:
-    """Which subjects a list shows; `received_before` selects stuck ones."""
+    """Which subjects a list shows; `received_before` selects stuck ones (instances in
+    progress, nothing received since)."""
 
     state: str | None = None
     anomalous: bool = False
     received_before: str | None = None
     id_prefix: str | None = None
+    quiet_before: str | None = None  # nothing received since, in any state (reconcile)
 
 
 class Store(Protocol):
@@ -201,6 +203,12 @@ class Store(Protocol):
         self, id_: str, owner: str, expected: int, *, position: int, delivered: int,
         failures: int, at: str, status: int | None, error: str | None, next_attempt_ns: int,
     ) -> bool: ...  # fmt: skip
+
+    def take_lease(self, name: str, owner: str, now_ns: int, until_ns: int) -> bool:
+        """Take or renew the lease of one receiver's background work (free, held by
+        `owner`, or run out); whether `owner` now holds it until `until_ns`."""
+
+    def release_lease(self, name: str, owner: str) -> None: ...
 
     def watch_changes(self, wake: Callable[[], None]) -> Callable[[], None]:
         """Call `wake` (on another thread) whenever any process commits changes, until the

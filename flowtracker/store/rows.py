@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flowtracker.engine.events import Kind
@@ -29,6 +29,8 @@ class SubjectRow:
     signed_and_sealed: bool | None = None
     title: str | None = None
     mtime: str | None = None
+    reconciled: int = 0  # its events from Scrive's API (SPEC 13)
+    unknown_to_scrive_at: str | None = None  # when Scrive's API last answered 404
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,7 @@ class EventRow:
     content_type: str
     object_version: int | None = None
     signed_and_sealed: bool | None = None
+    reconciled: bool = False  # not a callback: an answer of Scrive's API (SPEC 13)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,8 @@ class Totals:
     quarantined_requests: int
     stuck: int
     last_callback_ns: int | None
+    # Subjects reconciled with Scrive's API, by result (changed, unchanged, unknown, error).
+    reconciliations: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

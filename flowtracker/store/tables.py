@@ -37,24 +37,25 @@ SHOWN = ("object_version", "signed_and_sealed", "title", "mtime")  # documents o
 SUBJECT_COLUMNS = (
     "id", "state", "anomalies", "events", "first_event_at", "first_event_ns",
     "last_event_at", "last_event_ns", "last_major", "last_minor", "last_key",
-    "last_received_at", "received_hour",
+    "last_received_at", "received_hour", "reconciled", "unknown_to_scrive_at",
 )  # fmt: skip
 LAST_CALLBACK = "last_callback_ns"  # the counter of the last callback's arrival time
 HOUR_NS = 3_600 * 1_000_000_000  # `received_hour` counts hours since the epoch
 # The columns the fold reads of a stored event (`entry`): never the bodies, on the hot path.
 HISTORY_COLUMNS: dict[Kind, tuple[str, ...]] = {
     "flow": ("id", "dedup_key", "type", "version", "event_ns", "outcome", "reason",
-             "out_of_order"),
+             "out_of_order", "reconciled"),
     "document": ("id", "dedup_key", "status", "object_version", "mtime", "mtime_ns",
-                 "signed_and_sealed", "title", "outcome", "reason", "out_of_order"),
+                 "signed_and_sealed", "title", "outcome", "reason", "out_of_order",
+                 "reconciled"),
 }  # fmt: skip
 # The columns a read shows of a stored event, in the order `event_row` takes them.
 EVENT_COLUMNS: dict[Kind, tuple[str, ...]] = {
     "flow": ("type", "event_created", "received_at", "last_delivery_at", "outcome", "reason",
-             "out_of_order", "deliveries", "body", "content_type"),
+             "out_of_order", "deliveries", "body", "content_type", "reconciled"),
     "document": ("status", "mtime", "received_at", "last_delivery_at", "outcome", "reason",
-                 "out_of_order", "deliveries", "body", "content_type", "object_version",
-                 "signed_and_sealed"),
+                 "out_of_order", "deliveries", "body", "content_type", "reconciled",
+                 "object_version", "signed_and_sealed"),
 }  # fmt: skip
 
 
@@ -66,12 +67,18 @@ def event_key(c: Callback) -> tuple[Any, ...]:
 
 
 def _flow_columns(c: FlowCallback) -> tuple[Any, ...]:
-    return (c.instance_id, c.type, c.version, c.event_created.text, c.event_created.ns)
+    return (c.instance_id, c.type, c.version, c.event_created.text, c.event_created.ns,
+            c.reconciled)  # fmt: skip
 
 
 def _document_columns(c: DocumentCallback) -> tuple[Any, ...]:
     return (c.document_id, c.status, c.object_version, c.mtime.text, c.mtime.ns,
-            c.signed_and_sealed, c.title)  # fmt: skip
+            c.signed_and_sealed, c.title, c.reconciled)  # fmt: skip
+
+
+def deliveries(c: Callback) -> int:
+    """A new event's deliveries: an answer of Scrive's API is none (SPEC 13)."""
+    return 0 if c.reconciled is not None else 1
 
 
 # The kind's own columns of a new event, from its parsed callback (`Entry.source`), in the
@@ -81,9 +88,9 @@ COLUMNS: dict[Kind, Callable[[Any], tuple[Any, ...]]] = {
     "document": _document_columns,
 }
 OWN_COLUMNS: dict[Kind, tuple[str, ...]] = {
-    "flow": ("instance_id", "type", "version", "event_created", "event_ns"),
+    "flow": ("instance_id", "type", "version", "event_created", "event_ns", "reconciled"),
     "document": ("document_id", "status", "object_version", "mtime", "mtime_ns",
-                 "signed_and_sealed", "title"),
+                 "signed_and_sealed", "title", "reconciled"),
 }  # fmt: skip
 
 
@@ -119,41 +126,51 @@ def subject_values(kind: Kind, s: Subject, stored: NamedRow | None) -> tuple[Any
     shown = SHOWN if kind == "document" else ()
     return (s.id, s.state, s.anomalies, s.events, *times(s, stored),
             s.last[0][0], s.last[0][1], s.last[1], s.last_received_at,
-            hour(s.last_received_at), *(s.shown.get(name) for name in shown))  # fmt: skip
+            hour(s.last_received_at), s.reconciled, s.unknown_to_scrive,
+            *(s.shown.get(name) for name in shown))  # fmt: skip
 
 
 def subject(kind: Kind, row: NamedRow) -> Subject:
     """A stored summary row as the fold's `Subject`."""
     shown = {name: row[name] for name in SHOWN} if kind == "document" else {}
-    if shown.get("signed_and_sealed") is not None:
-        shown["signed_and_sealed"] = bool(shown["signed_and_sealed"])
+    if shown:
+        shown["signed_and_sealed"] = _sealed(shown["signed_and_sealed"])
     return Subject(
         id=row["id"], state=row["state"], anomalies=row["anomalies"], events=row["events"],
         last=((row["last_major"], row["last_minor"]), row["last_key"]),
         first_ns=row["first_event_ns"], last_ns=row["last_event_ns"],
         last_received_at=row["last_received_at"], stored_state=row["state"],
-        stored_anomalies=row["anomalies"], shown=shown,
+        stored_anomalies=row["anomalies"], shown=shown, reconciled=row["reconciled"],
+        unknown_to_scrive=row["unknown_to_scrive_at"],
     )  # fmt: skip
 
 
 def _flow_entry(row: NamedRow) -> Entry:
+    # A reconciled event is judged as the status it carries (its type is `reconciled`).
+    reconciled = row["reconciled"]
     return Entry(
-        key=row["dedup_key"], position=(row["event_ns"], 0), label=row["type"],
-        version=row["version"], time_ns=row["event_ns"],
-        out_of_order=bool(row["out_of_order"]), verdict=(verdict := _verdict(row)),
-        stored=verdict, row_id=row["id"],
+        key=row["dedup_key"], position=(row["event_ns"], 0),
+        label=row["type"] if reconciled is None else reconciled, version=row["version"],
+        time_ns=row["event_ns"], out_of_order=bool(row["out_of_order"]),
+        verdict=(verdict := _verdict(row)), stored=verdict, row_id=row["id"],
+        reconciled=reconciled is not None,
     )  # fmt: skip
 
 
 def _document_entry(row: NamedRow) -> Entry:
     shown = {name: row[name] for name in SHOWN}
-    shown["signed_and_sealed"] = bool(shown["signed_and_sealed"])
+    shown["signed_and_sealed"] = _sealed(shown["signed_and_sealed"])
     return Entry(
         key=row["dedup_key"], position=(row["object_version"], row["mtime_ns"]),
         label=row["status"], version=None, time_ns=row["mtime_ns"],
         out_of_order=bool(row["out_of_order"]), verdict=(verdict := _verdict(row)),
-        stored=verdict, shown=shown, row_id=row["id"],
+        stored=verdict, shown=shown, row_id=row["id"], reconciled=row["reconciled"] is not None,
     )  # fmt: skip
+
+
+def _sealed(value: Any) -> bool | None:
+    """A stored `signed_and_sealed` (SQLite keeps 0 and 1); None: not known."""
+    return None if value is None else bool(value)
 
 
 def _verdict(row: NamedRow) -> Verdict:
@@ -171,22 +188,23 @@ def subject_row(kind: Kind, row: NamedRow) -> SubjectRow:
     """A row of `instances` or `documents` as a `SubjectRow`."""
     common = (kind, row["id"], row["seq"], row["state"], row["anomalies"], row["events"],
               row["first_event_at"], row["last_event_at"], row["last_received_at"])  # fmt: skip
+    reconciliation = {"reconciled": row["reconciled"],
+                      "unknown_to_scrive_at": row["unknown_to_scrive_at"]}  # fmt: skip
     if kind == "flow":
-        return SubjectRow(*common)
-    sealed = row["signed_and_sealed"]
+        return SubjectRow(*common, **reconciliation)
     return SubjectRow(
-        *common, row["object_version"], None if sealed is None else bool(sealed), row["title"],
-        row["mtime"],
+        *common, row["object_version"], _sealed(row["signed_and_sealed"]), row["title"],
+        row["mtime"], **reconciliation,
     )  # fmt: skip
 
 
 def event_row(row: Any) -> EventRow:
     """A stored event's `EVENT_COLUMNS`, by position; a snapshot's two more at the end."""
-    version = row[10] if len(row) > 10 else None
-    sealed = bool(row[11]) if len(row) > 10 else None
+    version = row[11] if len(row) > 11 else None
+    sealed = _sealed(row[12]) if len(row) > 11 else None
     return EventRow(
         row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7], bytes(row[8]),
-        row[9], version, sealed,
+        row[9], version, sealed, row[10] is not None,
     )  # fmt: skip
 
 
@@ -203,6 +221,7 @@ def totals(counters: Mapping[str, int], stuck: int) -> Totals:
         quarantined_requests=counters.get("quarantine.requests", 0),
         stuck=stuck,
         last_callback_ns=counters.get(LAST_CALLBACK),
+        reconciliations=_labelled(counters, "reconcile."),
     )
 
 
@@ -276,4 +295,19 @@ CREATE TABLE subscriptions (
     delivered {bigint} NOT NULL, failed {bigint} NOT NULL, failures integer NOT NULL,
     next_attempt_ns {bigint} NOT NULL, last_attempt_at {text}, last_error {text},
     last_status integer, lease_owner {text}, lease_until_ns {bigint} NOT NULL);
+"""
+
+
+# Reconciliation with Scrive's API (SPEC 13), for either backend: what an event holds when
+# it is an answer of the API rather than a callback, what a subject keeps of it, and the
+# lease of the background pass (one receiver at a time).
+RECONCILIATION = """
+ALTER TABLE flow_events ADD COLUMN reconciled {text};
+ALTER TABLE document_snapshots ADD COLUMN reconciled {text};
+ALTER TABLE instances ADD COLUMN reconciled integer NOT NULL DEFAULT 0;
+ALTER TABLE instances ADD COLUMN unknown_to_scrive_at {text};
+ALTER TABLE documents ADD COLUMN reconciled integer NOT NULL DEFAULT 0;
+ALTER TABLE documents ADD COLUMN unknown_to_scrive_at {text};
+CREATE TABLE leases (
+    name {text} PRIMARY KEY, owner {text}, until_ns {bigint} NOT NULL);
 """

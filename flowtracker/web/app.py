@@ -34,6 +34,7 @@ from flowtracker.ingest.remote_intake import RemoteIntake
 from flowtracker.ingest.wire import WRITER_SOCKET
 from flowtracker.logs import lighten
 from flowtracker.reads.metrics import StoreCollector, open_feeds, request_latency
+from flowtracker.scrive.reconcile import BackgroundReconciliation
 from flowtracker.settings import Settings
 from flowtracker.store.opening import open_store
 from flowtracker.web import callbacks, dashboard, feed, reads, session
@@ -84,6 +85,11 @@ def create_app(
         reading = partial(off_the_loop, store)
         deliveries = Deliveries(store, settings, reading)
         retention = ChangeRetention(store, settings.change_retention_seconds, reading)
+        reconciliation = None
+        if settings.reconcile_every_seconds is not None:
+            reconciliation = BackgroundReconciliation(
+                store, settings, Pipeline(store, on_changes=lambda _: woken())
+            )
 
         def woken() -> None:  # on any thread; costs nothing with no feed or subscription
             if hub.subscribers:
@@ -95,6 +101,8 @@ def create_app(
         await hub.start()
         await deliveries.start()
         retention.start()
+        if reconciliation is not None:
+            reconciliation.start()
         collector = StoreCollector(store, settings.stuck_age_seconds)
         registry.register(collector)
         app.state.runtime = run = Runtime(
@@ -110,6 +118,8 @@ def create_app(
             run.deadlines.stop()
             orphan_watch.cancel()
             stop_watching()
+            if reconciliation is not None:
+                await reconciliation.stop()
             await retention.stop()
             await deliveries.stop()
             await hub.stop()

@@ -29,13 +29,19 @@ def _delivery() -> JSON:
         "last_delivery_at": {"type": "string"},
         "outcome": {"enum": ["applied", "illegal", "ignored"]},
         "out_of_order": {"type": "boolean"},
-        "deliveries": {"type": "integer", "minimum": 1},
+        # 0 for an answer of Scrive's API: reconciliation is no delivery
+        "deliveries": {"type": "integer", "minimum": 0},
         "reason": NULLABLE_STRING,
+        "source": {"enum": ["callback", "reconcile"]},
         # null only with `payload_error`: stored before the nesting limit, too deep to serve
         "payload": {"type": ["object", "null"]},
     }
 
 
+UNKNOWN_TO_SCRIVE: JSON = {
+    "type": ["string", "null"],
+    "description": "when Scrive's API last answered 404 for it (an anomaly)",
+}
 # The optional properties of an event or snapshot.
 PAYLOAD_ERROR = {"payload_error": {"type": "string", "description": "why `payload` is null"}}
 
@@ -49,9 +55,10 @@ def schemas() -> JSON:
             "terminal": {"type": "boolean"},
             "first_event_at": {"type": "string"},
             "last_event_at": {"type": "string"},
-            "last_received_at": {"type": "string"},
+            "last_received_at": NULLABLE_STRING,
             "event_count": {"type": "integer"},
             "anomalies": {"type": "integer"},
+            "unknown_to_scrive_at": UNKNOWN_TO_SCRIVE,
         }
     )
     document_summary = _object(
@@ -63,9 +70,10 @@ def schemas() -> JSON:
             "signed_and_sealed": {"type": ["boolean", "null"]},
             "title": NULLABLE_STRING,
             "mtime": NULLABLE_STRING,
-            "last_received_at": {"type": "string"},
+            "last_received_at": NULLABLE_STRING,
             "snapshot_count": {"type": "integer"},
             "anomalies": {"type": "integer"},
+            "unknown_to_scrive_at": UNKNOWN_TO_SCRIVE,
         }
     )
     flow_event = _object(
@@ -77,7 +85,8 @@ def schemas() -> JSON:
             "state": {"type": "string"},
             "object_version": {"type": "integer"},
             "mtime": {"type": "string"},
-            "signed_and_sealed": {"type": "boolean"},
+            # null: not known (a snapshot from Scrive's API)
+            "signed_and_sealed": {"type": ["boolean", "null"]},
             **_delivery(),
         },
         PAYLOAD_ERROR,

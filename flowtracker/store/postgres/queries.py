@@ -73,6 +73,9 @@ def list_subjects(
     if where.received_before is not None:
         clauses.append("state = 'in_progress' AND received_hour <= %s AND last_received_at < %s")
         params += [hour(where.received_before), where.received_before]
+    if where.quiet_before is not None:
+        clauses.append("received_hour <= %s AND last_received_at < %s")
+        params += [hour(where.quiet_before), where.quiet_before]
     if where.id_prefix:  # a range on the primary key, not a LIKE scan
         clauses.append("id >= %s AND id < %s")
         params += [where.id_prefix, where.id_prefix + "\U0010ffff"]

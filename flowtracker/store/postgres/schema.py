@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from flowtracker.errors import UnusableDatabase
-from flowtracker.store.tables import CHANGE_FEED, LAST_CALLBACK
+from flowtracker.store.tables import CHANGE_FEED, LAST_CALLBACK, RECONCILIATION
 
 SHARDS = 16  # counter rows per name: concurrent transactions seldom meet on one
 MIGRATIONS_TABLE = "flowtracker_migrations"
@@ -90,13 +90,15 @@ MIGRATIONS: dict[str, str] = {
     "p001_initial": P001_INITIAL,
     "p002_change_feed": CHANGE_FEED.format(bigint="bigint", boolean="boolean",
                                            text='text COLLATE "C"'),
+    "p003_reconciliation": RECONCILIATION.format(bigint="bigint", text='text COLLATE "C"'),
 }  # fmt: skip
 
 # Totals for /status, computed again from the tables (`rebuild`), into shard 0. The
 # outcomes deliveries got on arrival cannot be recomputed: they are kept, and so is the
 # time of the last one.
 RECOUNT = (
-    f"DELETE FROM counters WHERE name NOT LIKE 'arrived.%' AND name <> '{LAST_CALLBACK}'",
+    f"DELETE FROM counters WHERE name NOT LIKE 'arrived.%' AND name NOT LIKE 'reconcile.%' "
+    f"AND name <> '{LAST_CALLBACK}'",
     *(
         statement
         for kind, events, subjects in (
@@ -107,7 +109,7 @@ RECOUNT = (
             f"INSERT INTO counters SELECT '{kind}.outcome.' || outcome, 0, COUNT(*) "
             f"FROM {events} GROUP BY outcome",
             f"INSERT INTO counters SELECT '{kind}.duplicate', 0, "
-            f"COALESCE(SUM(deliveries - 1), 0) FROM {events}",
+            f"COALESCE(SUM(GREATEST(deliveries, 1) - 1), 0) FROM {events}",
             f"INSERT INTO counters SELECT '{kind}.out_of_order', 0, "
             f"COUNT(*) FILTER (WHERE out_of_order) FROM {events}",
             f"INSERT INTO counters SELECT '{kind}.state.' || state, 0, COUNT(*) "

@@ -39,6 +39,7 @@ from flowtracker.store.tables import (
     REPLACED,
     SUBJECTS,
     change_values,
+    deliveries,
     event_key,
     subject,
     subject_columns,
@@ -58,7 +59,7 @@ _KEY_IS: dict[Kind, str] = {
 _INSERT: dict[Kind, str] = {
     kind: f"INSERT INTO {EVENTS[kind]} (dedup_key, {', '.join(OWN_COLUMNS[kind])}, outcome, "
     "reason, out_of_order, deliveries, received_at, last_delivery_at, body, content_type) "
-    f"VALUES (%s, {', '.join(['%s'] * len(OWN_COLUMNS[kind]))}, %s, %s, %s, 1, %s, %s, %s, %s)"
+    f"VALUES ({', '.join(['%s'] * (len(OWN_COLUMNS[kind]) + 9))})"
     for kind in EVENTS
 }
 _INSERT_CHANGE = (f"INSERT INTO changes ({', '.join(CHANGE_COLUMNS)}) "
@@ -135,8 +136,8 @@ class PostgresTransaction:
         if entries:
             self.conn.cursor().executemany(_INSERT[kind], [
                 (e.key, *COLUMNS[kind](e.source), e.verdict.outcome, e.verdict.reason,
-                 bool(e.out_of_order), received_at, received_at, e.source.body,
-                 e.source.content_type)
+                 bool(e.out_of_order), deliveries(e.source), received_at, received_at,
+                 e.source.body, e.source.content_type)
                 for e in entries
             ])  # fmt: skip
 

@@ -76,6 +76,9 @@ def list_subjects(
             f"AND {term('last_received_at')} < ?"
         )
         params += [_hour(where.received_before), where.received_before]
+    if where.quiet_before is not None:
+        clauses.append(f"{term('received_hour')} <= ? AND {term('last_received_at')} < ?")
+        params += [_hour(where.quiet_before), where.quiet_before]
     if where.id_prefix:  # a range on the primary key, not a LIKE scan
         clauses.append("id >= ? AND id < ?")
         params += [where.id_prefix, where.id_prefix + "\U0010ffff"]

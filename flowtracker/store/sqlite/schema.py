@@ -9,7 +9,7 @@ from sqlite_utils.migrations import Migrations
 
 from flowtracker.engine.timestamps import canonical, parse_timestamp
 from flowtracker.errors import UnusableDatabase
-from flowtracker.store.tables import CHANGE_FEED, HOUR_NS, LAST_CALLBACK
+from flowtracker.store.tables import CHANGE_FEED, HOUR_NS, LAST_CALLBACK, RECONCILIATION
 
 migrations = Migrations("flowtracker")
 
@@ -177,7 +177,8 @@ def m001_initial(db: Database) -> None:
 RECOUNT = (
     # The outcomes deliveries got on arrival cannot be recomputed: they are kept, and so
     # is the time of the last one.
-    f"DELETE FROM counters WHERE name NOT GLOB 'arrived.*' AND name <> '{LAST_CALLBACK}'",
+    f"DELETE FROM counters WHERE name NOT GLOB 'arrived.*' AND name NOT GLOB 'reconcile.*' "
+    f"AND name <> '{LAST_CALLBACK}'",
     *(
         statement
         for kind, events, subjects in (
@@ -187,7 +188,9 @@ RECOUNT = (
         for statement in (
             f"INSERT INTO counters SELECT '{kind}.outcome.' || outcome, COUNT(*) FROM {events} "
             "GROUP BY outcome",
-            f"INSERT INTO counters SELECT '{kind}.duplicate', COALESCE(SUM(deliveries - 1), 0) "
+            # an answer of Scrive's API is stored with no delivery (SPEC 13)
+            f"INSERT INTO counters SELECT '{kind}.duplicate', "
+            "COALESCE(SUM(max(deliveries, 1) - 1), 0) "
             f"FROM {events}",
             f"INSERT INTO counters SELECT '{kind}.out_of_order', COALESCE(SUM(out_of_order), 0) "
             f"FROM {events}",
@@ -365,3 +368,12 @@ def m011_change_feed(db: Database) -> None:
     # and the webhook subscriptions (SPEC 12). Existing subjects get no change: the log
     # starts with the next one.
     db.executescript(CHANGE_FEED.format(bigint="INTEGER", boolean="INTEGER", text="TEXT"))
+
+
+@migrations()
+def m012_reconciliation(db: Database) -> None:
+    # Answers of Scrive's API (SPEC 13): an event or snapshot that holds one names the
+    # status it carries; a subject counts its reconciled events (a callback may supersede
+    # them, so the pipeline refolds it) and keeps the time Scrive last answered 404. The
+    # lease lets one receiver at a time run the background pass.
+    db.executescript(RECONCILIATION.format(bigint="INTEGER", text="TEXT"))

@@ -27,11 +27,13 @@ from flowtracker.store.tables import (
     HISTORY_COLUMNS,
     LAST_CALLBACK,
     ORDER,
+    OWN_COLUMNS,
     OWNER,
     REPLACED,
     SUBJECT_COLUMNS,
     SUBJECTS,
     change_values,
+    deliveries,
     event_key,
     subject,
     subject_columns,
@@ -46,13 +48,10 @@ _HOUR = SUBJECT_COLUMNS.index("received_hour")
 # Indexed columns of a stored subject that are assigned only when they change.
 _MOVING = ("state", "anomalies", "received_hour")
 _INSERT: dict[Kind, str] = {
-    "flow": "INSERT INTO flow_events (id, dedup_key, instance_id, type, version, event_created, "
-    "event_ns, outcome, reason, out_of_order, deliveries, received_at, last_delivery_at, "
-    "body, content_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
-    "document": "INSERT INTO document_snapshots (id, dedup_key, document_id, status, "
-    "object_version, mtime, mtime_ns, signed_and_sealed, title, outcome, reason, "
-    "out_of_order, deliveries, received_at, last_delivery_at, body, content_type) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
+    kind: f"INSERT INTO {EVENTS[kind]} (id, dedup_key, {', '.join(OWN_COLUMNS[kind])}, outcome, "
+    "reason, out_of_order, deliveries, received_at, last_delivery_at, body, content_type) "
+    f"VALUES ({', '.join('?' * (len(OWN_COLUMNS[kind]) + 10))})"
+    for kind in EVENTS
 }
 # The `seq` of the subject with id `?`.
 _SEQ_OF: dict[Kind, str] = {
@@ -124,7 +123,8 @@ class SQLiteTransaction:
             entry.row_id = row_id
         self.conn.executemany(_INSERT[kind], [
             (e.row_id, e.key, *COLUMNS[kind](e.source), e.verdict.outcome, e.verdict.reason,
-             e.out_of_order, received_at, received_at, e.source.body, e.source.content_type)
+             e.out_of_order, deliveries(e.source), received_at, received_at, e.source.body,
+             e.source.content_type)
             for e in entries
         ])  # fmt: skip
         self.conn.executemany(
