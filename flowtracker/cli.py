@@ -120,6 +120,13 @@ main.add_command(simulate_command)
     "a time). Needs the FLOWTRACKER_SCRIVE_* credentials.  "
     "[default: off, or FLOWTRACKER_RECONCILE_EVERY]",
 )
+@click.option(
+    "--retention",
+    metavar="DURATION",
+    default=None,
+    help="Run `prune --older-than DURATION` in the background, about every hour (e.g. "
+    "400d; one receiver at a time).  [default: off, or FLOWTRACKER_RETENTION]",
+)
 def serve(
     db_path: str,
     host: str,
@@ -133,19 +140,25 @@ def serve(
     writer_mode: str,
     no_migrate: bool,
     reconcile_every: str | None,
+    retention: str | None,
 ) -> None:
     """Run the HTTP service (uvicorn) on the database.
 
     Tokens come from the environment only: FLOWTRACKER_CALLBACK_TOKEN for the callback
     endpoints, FLOWTRACKER_READ_TOKEN for the read API. Without them the service is open.
     """
-    from flowtracker.web.serving import ServeOptions, run
+    from flowtracker.web.serving import ServeOptions, check_listen, claim, run
 
     try:
+        check_listen(host, port)  # before a database is opened, made or migrated
+    except OSError as error:
+        raise click.ClickException(str(error)) from None
+    try:
         every = None if reconcile_every is None else _duration("--reconcile-every", reconcile_every)
+        kept = None if retention is None else _duration("--retention", retention)
         settings = Settings.from_env(
             os.environ, db_path=db_path, durability=durability, log_format=log_format,
-            reconcile_every_seconds=every,
+            reconcile_every_seconds=every, retention_seconds=kept,
         )  # fmt: skip
         if settings.reconcile_every_seconds is not None:
             from flowtracker.scrive.api import Credentials
@@ -155,6 +168,14 @@ def serve(
         open_store(settings.db_path, durability=settings.durability, upgrade=not no_migrate).close()
     except (SettingsError, FlowtrackerError) as error:
         raise click.ClickException(str(error)) from None
+    mark, shared = claim(settings.db_path)
+    if shared:
+        click.echo(
+            f"note: another process serves {settings.db_path} already: both take callbacks "
+            "correctly, taking turns for its write lock (one serve with --workers N does "
+            "the same with less waiting)",
+            err=True,
+        )
     options = ServeOptions(
         host=host,
         port=port,
@@ -168,6 +189,9 @@ def serve(
         run(settings, options)
     except RuntimeError as error:  # the writer process could not start
         raise click.ClickException(str(error)) from None
+    finally:
+        if mark is not None:
+            mark.close()
 
 
 @main.command(hidden=True)
@@ -229,9 +253,13 @@ def replay_command(file: BinaryIO, db_path: str, batch_size: int) -> None:
     counts = ", ".join(
         f"{report.outcomes[name]} {name}" for name in ("applied", "illegal", "ignored", "duplicate")
     )
+    records = "".join(
+        f"; {n} {name}" for n, name in ((report.tombstones, "tombstones of pruned subjects"),
+                                        (report.reconciled, "answers of Scrive's API")) if n
+    )  # fmt: skip
     click.echo(
         f"{report.lines} lines: {counts}, {len(report.rejected)} quarantined; "
-        f"{report.out_of_order} out of order"
+        f"{report.out_of_order} out of order{records}"
     )
 
 
@@ -338,6 +366,52 @@ def copy_command(source: str, destination: str) -> None:
     )
 
 
+@main.command(name="prune")
+@db_option
+@click.option(
+    "--older-than",
+    "older_than",
+    metavar="DURATION",
+    required=True,
+    help="Remove what has been finished and quiet this long: 400d, 12w, 36h (a unit is required).",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would go; change nothing.")
+def prune_command(db_path: str, older_than: str, dry_run: bool) -> None:
+    """Remove finished subjects whose last callback was received longer ago than
+    --older-than, with their events and raw bodies (SPEC 14): flow instances in a
+    terminal state; documents closed, canceled, rejected, timed out or in error.
+
+    Each leaves a tombstone with its final state: a later callback for it is answered
+    200, outcome `ignored`, reason `pruned`, and a read of it answers 410. Quarantined
+    requests last seen before the cutoff go too, and the change log keeps what
+    FLOWTRACKER_CHANGE_RETENTION says (never a change a webhook subscription is owed).
+    Safe while the server takes callbacks: each page of 500 subjects is one short
+    transaction. `serve --retention` runs it in the background.
+    """
+    from flowtracker.engine.timestamps import format_ns
+    from flowtracker.ingest import retention
+
+    seconds = _duration("--older-than", older_than)
+    with _opened(db_path, "write") as (settings, store):
+        now = time.time_ns()
+        before = format_ns(now - int(seconds * 1e9))
+        planned = _feed_call(lambda: retention.count(store, before))
+        if dry_run:
+            for line in planned.lines(before, dry_run=True):
+                click.echo(line)
+            return
+        changes_before = format_ns(now - int(settings.change_retention_seconds * 1e9))
+        with click.progressbar(
+            length=sum(planned.subjects.values()), label="pruning", file=sys.stderr,
+            hidden=not sys.stderr.isatty(),
+        ) as bar:  # fmt: skip
+            done = _feed_call(lambda: retention.prune(
+                store, before, changes_before=changes_before, progress=bar.update,
+            ))  # fmt: skip
+    for line in done.lines(before, dry_run=False):
+        click.echo(line)
+
+
 @main.command(name="reconcile")
 @click.argument("subject_ids", metavar="[ID]...", nargs=-1)
 @db_option
@@ -427,7 +501,7 @@ def export_command(output: BinaryIO, db_path: str) -> None:
     with _opened(db_path) as (_, store):
         lines = export(store, output)
     output.flush()
-    click.echo(f"exported {lines} deliveries from {store.path}", err=True)
+    click.echo(f"exported {lines} lines from {store.path}", err=True)
 
 
 @main.command(name="backup")
@@ -457,7 +531,7 @@ def backup_command(file: str, db_path: str) -> None:
     click.echo(f"backed up {store.path} to {file} ({size:,} bytes, integrity ok)")
 
 
-@main.command(name="quarantine")
+@main.group(name="quarantine", invoke_without_command=True)
 @db_option
 @click.option(
     "--limit",
@@ -466,23 +540,113 @@ def backup_command(file: str, db_path: str) -> None:
     type=click.IntRange(1, views.MAX_LIMIT),
     help="How many, newest first.",
 )
+@click.option("--code", default=None, help="Only those refused with this error code.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON the read API serves.")
-def quarantine_command(db_path: str, limit: int, as_json: bool) -> None:
-    """The malformed requests kept for an operator, newest first."""
+@click.pass_context
+def quarantine_command(
+    context: click.Context, db_path: str, limit: int, code: str | None, as_json: bool
+) -> None:
+    """The malformed requests kept for an operator, newest first (`quarantine retry` and
+    `quarantine delete` act on them)."""
+    if context.invoked_subcommand is not None:
+        # `quarantine --db X retry ...`: the database named before the action is its own.
+        if context.get_parameter_source("db_path") == click.core.ParameterSource.COMMANDLINE:
+            context.obj = {"db_path": db_path}
+        return
     with _opened(db_path) as (_, store):
-        page = views.quarantine(store, views.Page(limit))
+        page = _feed_call(lambda: views.quarantine(store, views.Page(limit), code=code))
     if as_json:
         click.echo(json.dumps(page, indent=2, ensure_ascii=False))
         return
     if not page["items"]:
-        click.echo("the quarantine is empty")
+        click.echo("the quarantine is empty" if code is None else f"no quarantined {code}")
     for item in page["items"]:
         error = item["error"]
         click.echo(
-            f"{item['last_seen']}  x{item['count']}  {item['source']}  "
+            f"{item['id'][:12]}  {item['last_seen']}  x{item['count']}  {item['source']}  "
             f"{error['code']}: {error['message']}"
         )
         click.echo(f"    {clip(item['body'], 160)}")
+
+
+@quarantine_command.command(name="retry")
+@click.argument("ids", metavar="[ID]...", nargs=-1)
+@db_option
+@click.option("--all", "every", is_flag=True, help="Every kept request (of --code, if given).")
+@click.option("--code", default=None, help="With --all: only those of this error code.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
+@click.pass_context
+def quarantine_retry(
+    context: click.Context, ids: tuple[str, ...], db_path: str, every: bool, code: str | None,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Run kept requests through the pipeline again, as they came in (after an upgrade
+    that accepts them): those now accepted are stored and leave the quarantine; the others
+    stay, and the error they get today is shown. IDs are those `quarantine` shows (a
+    prefix will do). Exits 0 when every one was accepted, 1 otherwise."""
+    from flowtracker.ingest import quarantine
+
+    if bool(ids) == every:
+        raise click.UsageError("give the IDs to retry, or --all (not both)")
+    with _opened(_group_db(context, db_path), "write") as (settings, store):
+        whole = [_kept_id(store, id_) for id_ in ids]
+        done = _feed_call(lambda: quarantine.retry(
+            Pipeline(store), quarantine.kept(store, whole, code), settings.max_body
+        ))  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(done.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        for hash_, receipt in done.accepted:
+            click.echo(f"{hash_[:12]}  accepted: {receipt.outcome} ({receipt.kind} "
+                       f"{receipt.subject_id}, now {receipt.state})")  # fmt: skip
+        for hash_, error in done.refused:
+            click.echo(f"{hash_[:12]}  still refused: {error.code}: {error.message}")
+        click.echo(done.total())
+    if done.refused:
+        sys.exit(1)
+
+
+@quarantine_command.command(name="delete")
+@click.argument("ids", metavar="[ID]...", nargs=-1)
+@db_option
+@click.option(
+    "--before",
+    metavar="DATE",
+    default=None,
+    help="Every kept request last seen before this date or time (2026-01-31, or RFC 3339).",
+)
+@click.pass_context
+def quarantine_delete(
+    context: click.Context, ids: tuple[str, ...], db_path: str, before: str | None
+) -> None:
+    """Drop kept requests for good: those named (IDs as `quarantine` shows them; a prefix
+    will do), or those last seen before --before."""
+    from flowtracker.ingest import quarantine
+
+    if bool(ids) == (before is not None):
+        raise click.UsageError("give the IDs to delete, or --before DATE (not both)")
+    with _opened(_group_db(context, db_path), "write") as (_, store):
+        whole = [_kept_id(store, id_) for id_ in ids]
+        removed = _feed_call(lambda: quarantine.delete(store, whole, before))
+    click.echo(f"deleted {removed} quarantined request{'' if removed == 1 else 's'}")
+
+
+def _group_db(context: click.Context, db_path: str) -> str:
+    """The action's own --db, else the one given to `quarantine` before it, else the
+    default (FLOWTRACKER_DB)."""
+    own = context.get_parameter_source("db_path") == click.core.ParameterSource.COMMANDLINE
+    given = (context.parent.obj or {}).get("db_path") if context.parent else None
+    return db_path if own or given is None else str(given)
+
+
+def _kept_id(store: Store, prefix: str) -> str:
+    """The whole id (body hash) of the one kept request that starts with `prefix`."""
+    from flowtracker.ingest import quarantine
+
+    try:
+        return quarantine.whole_id(store, prefix)
+    except FlowtrackerError as error:
+        raise click.ClickException(error.message) from None
 
 
 @main.group()

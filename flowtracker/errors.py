@@ -90,6 +90,12 @@ class Unauthorized(FlowtrackerError):
     status, code = 401, "unauthorized"
 
 
+class AdminActionsOff(FlowtrackerError):
+    """An action that changes data, asked for over HTTP with no admin token set (SPEC 14)."""
+
+    status, code = 403, "admin_actions_off"
+
+
 class NotFound(FlowtrackerError):
     status, code = 404, "not_found"
 
@@ -114,6 +120,12 @@ class CursorExpired(FlowtrackerError):
     """A change-feed cursor older than what is kept: resynchronise from the read API."""
 
     status, code = 410, "cursor_expired"
+
+
+class Pruned(FlowtrackerError):
+    """A subject that retention removed (SPEC 14): its final state is in the details."""
+
+    status, code = 410, "pruned"
 
 
 class StorageUnavailable(FlowtrackerError):

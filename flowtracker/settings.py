@@ -15,6 +15,7 @@ _ENVIRONMENT = {
     "db_path": "FLOWTRACKER_DB",
     "callback_token": "FLOWTRACKER_CALLBACK_TOKEN",
     "read_token": "FLOWTRACKER_READ_TOKEN",
+    "admin_token": "FLOWTRACKER_ADMIN_TOKEN",
     "max_body": "FLOWTRACKER_MAX_BODY",
     "stuck_age_seconds": "FLOWTRACKER_STUCK_AGE",
     "durability": "FLOWTRACKER_DURABILITY",
@@ -43,17 +44,19 @@ _ENVIRONMENT = {
     "scrive_rate": "FLOWTRACKER_SCRIVE_RATE",
     "scrive_timeout_seconds": "FLOWTRACKER_SCRIVE_TIMEOUT",
     "reconcile_every_seconds": "FLOWTRACKER_RECONCILE_EVERY",
+    "retention_seconds": "FLOWTRACKER_RETENTION",
 }
 # Scrive's personal access credentials (SPEC 13): never shown, logged or printed.
 SCRIVE_CREDENTIALS = ("scrive_api_token", "scrive_api_secret", "scrive_access_token",
                       "scrive_access_secret")  # fmt: skip
-SECRETS = ("callback_token", "read_token", *SCRIVE_CREDENTIALS)
+SECRETS = ("callback_token", "read_token", "admin_token", *SCRIVE_CREDENTIALS)
 # Settings that take a duration: "90" (seconds), "30s", "15m", "2h", "30d", "1.5h".
 _DURATIONS = frozenset({"change_retention_seconds", "feed_keepalive_seconds",
                         "feed_send_timeout_seconds", "webhook_timeout_seconds",
                         "webhook_lease_seconds", "webhook_poll_seconds",
-                        "scrive_timeout_seconds", "reconcile_every_seconds"})  # fmt: skip
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 7 * 86_400}
+                        "scrive_timeout_seconds", "reconcile_every_seconds",
+                        "retention_seconds"})  # fmt: skip
+_UNITS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 7 * 86_400}
 
 
 class SettingsError(ValueError):
@@ -67,6 +70,7 @@ class Settings:
     db_path: str = "flowtracker.db"
     callback_token: str | None = None
     read_token: str | None = None
+    admin_token: str | None = None  # the quarantine's actions over HTTP (SPEC 14)
     max_body: int = 1024 * 1024
     stuck_age_seconds: int = 7 * 86_400
     durability: Durability = "full"
@@ -99,6 +103,7 @@ class Settings:
     scrive_rate: float = 5.0  # requests a second, at most
     scrive_timeout_seconds: float = 10.0  # a request not answered within: retried
     reconcile_every_seconds: float | None = None  # `serve`: the --stuck pass this often
+    retention_seconds: float | None = None  # `serve`: prune what is finished and this old
 
     def __post_init__(self) -> None:
         positive = ("max_body", "stuck_age_seconds", "busy_timeout_ms", "retry_after_seconds",
@@ -113,6 +118,11 @@ class Settings:
             raise SettingsError("FLOWTRACKER_DURABILITY must be full or normal")
         if self.log_format not in ("plain", "json"):
             raise SettingsError("FLOWTRACKER_LOG_FORMAT must be plain or json")
+        if self.admin_token is not None and self.admin_token == self.read_token:
+            raise SettingsError(  # the read token must never suffice for the actions (SPEC 14)
+                "FLOWTRACKER_ADMIN_TOKEN must differ from FLOWTRACKER_READ_TOKEN: every "
+                "reader could retry and delete quarantined requests"
+            )
         for name in (*_DURATIONS, "feed_buffer", "scrive_rate"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise SettingsError(f"{_ENVIRONMENT[name]} must be more than 0")
@@ -153,7 +163,7 @@ class Settings:
     def to_env(self) -> dict[str, str]:
         """The variables that rebuild these settings (for uvicorn's worker processes)."""
         return {
-            _ENVIRONMENT[f.name]: str(getattr(self, f.name))
+            _ENVIRONMENT[f.name]: _spelled(f.name, getattr(self, f.name))
             for f in fields(self)
             if getattr(self, f.name) is not None
         }
@@ -162,10 +172,19 @@ class Settings:
         return replace(self, **changes)
 
 
+def _spelled(name: str, value: Any) -> str:
+    """A setting as its variable takes it back: a duration with its unit, in plain digits."""
+    return f"{format(value, 'f').rstrip('0').rstrip('.')}s" if name in _DURATIONS else str(value)
+
+
 def duration(text: str) -> float:
-    """Seconds in a duration: "90", "30s", "15m", "2h", "30d", "1w", "1.5h"."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
+    """Seconds in a duration, written with its unit (SPEC 14): "30s", "15m", "2h", "30d",
+    "1w", "1.5h". A bare number is refused: is "400" seconds or days?"""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
     if match is None:
+        bare = text.strip()
+        if re.fullmatch(r"\d+(?:\.\d+)?", bare):
+            raise ValueError(f"{bare!r} needs a unit: s, m, h, d or w (e.g. {bare}s or {bare}d)")
         raise ValueError(f"not a duration: {text!r} (try 30s, 15m, 2h or 30d)")
     return float(match[1]) * _UNITS[match[2]]
 

@@ -49,14 +49,20 @@ def wal_pages(wal: bytes) -> Counter[int]:
 def owners(store: SQLiteStore, *, whole: bool) -> dict[int, str]:
     """Page number -> the b-tree that owns it; without `whole`, the event tables left out."""
     conn = store.connections._writer
+    found: dict[int, str] = {}
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0]:
+        # Incremental vacuum keeps pointer-map pages: the second page, then one every
+        # (page size / 5 + 1) pages; each records where the pages after it belong.
+        size, pages = (conn.execute(f"PRAGMA {name}").fetchone()[0]
+                       for name in ("page_size", "page_count"))  # fmt: skip
+        found.update(dict.fromkeys(range(2, pages + 1, size // 5 + 1), "(pointer map)"))
     if whole:
-        return dict(conn.execute("SELECT pageno, name FROM dbstat"))
+        return {**found, **dict(conn.execute("SELECT pageno, name FROM dbstat"))}
     names = [
         row[0]
         for row in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")
         if row[0] not in EVENT_TABLES
     ]
-    found: dict[int, str] = {}
     for name in names:
         for (page,) in conn.execute("SELECT pageno FROM dbstat WHERE name = ?", (name,)):
             found[page] = name

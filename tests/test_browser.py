@@ -194,3 +194,53 @@ def test_signing_in_with_the_read_token(browser: Any, tmp_path: Path, page: Any)
         assert page.locator("h1").inner_text().startswith("Quarantine")
         page.click("text=Sign out")
         page.wait_for_url("**/ui/login")
+
+
+def test_the_overview_chart_has_axes_and_totals(server: Server, page: Any) -> None:
+    page.goto(server.url + "/")
+    marks = page.locator(".x-axis span")
+    assert 3 <= marks.count() <= 5
+    # Placed by the page's script along the axis: the first left of the last.
+    lefts = [marks.nth(n).bounding_box()["x"] for n in range(marks.count())]
+    assert lefts == sorted(lefts) and lefts[-1] - lefts[0] > 300
+    assert page.locator(".y-axis span").first.inner_text() != ""
+    states = page.locator("#instance-states [data-count]")
+    shown = sum(int(states.nth(n).inner_text()) for n in range(states.count()))
+    assert int(page.locator("#instances-total").inner_text()) == shown >= 2
+    assert "days quiet" in page.locator("#instance-states").inner_text()
+    shot(page, "overview-axes")
+
+
+def test_a_list_sorted_by_last_activity_downloads_as_csv(server: Server, page: Any) -> None:
+    page.goto(server.url + "/ui/instances")
+    page.select_option("select[name=sort]", "last_activity")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url("**sort=last_activity**")
+    with page.expect_download() as downloading:
+        page.click("#csv")
+    rows = Path(downloading.value.path()).read_text().splitlines()
+    assert rows[0].startswith("id,state,terminal")
+    listed = page.locator("table.list tbody tr")
+    assert len(rows) == 1 + listed.count() >= 3  # every instance, the last received first
+    assert rows[1].split(",")[0] in listed.first.inner_text()
+    shot(page, "instances-by-activity")
+
+
+def test_retry_and_delete_on_the_quarantine_page(tmp_path: Path, page: Any) -> None:
+    env = {"FLOWTRACKER_ADMIN_TOKEN": "admin-secret"}
+    with serving(tmp_path / "admin.db", env=env) as admin:
+        post(admin, "/callbacks/flow", b"{not json")
+        page.goto(admin.url + "/ui/quarantine")
+        assert page.locator("button.retry").count() == 0  # not signed in as admin yet
+        page.fill("#admin-token", "admin-secret")
+        page.click("text=Sign in as admin")
+        page.wait_for_url("**/ui/quarantine")
+        page.click("button.retry")
+        page.wait_for_url("**/ui/quarantine?done=*")
+        assert "0 accepted and stored" in page.locator("#done").inner_text()
+        assert "still refused: invalid_json" in page.locator("#done").inner_text()
+        shot(page, "quarantine-admin")
+        page.click("button.delete")
+        page.wait_for_url("**/ui/quarantine?done=*")
+        assert page.locator("#done").inner_text() == "deleted 1 quarantined request"
+        assert page.locator(".quarantine li").count() == 0

@@ -138,6 +138,7 @@ def test_status_summary(demo_db: str) -> None:
         "callbacks": {"applied": 295, "illegal": 2, "ignored": 2, "duplicate": 46},
         "out_of_order": 45,
         "quarantined": 0,
+        "pruned": {"flow": 0, "document": 0},
         "instances": {
             "in_progress": 5,
             "completed": 23,
@@ -273,15 +274,15 @@ def test_an_older_schema_is_read_only_after_migrate(tmp_path: Path) -> None:
         1,
         f"Error: {db} needs migrating to this flowtracker (m008_events_keyed_by_subject_order, "
         f"m009_canonical_subject_times, m010_received_hour, m011_change_feed, "
-        f"m012_reconciliation): run "
+        f"m012_reconciliation, m013_retention, m014_activity_order): run "
         f"`flowtracker migrate --db "
         f"{db}` (or another process is migrating it now)\n",
     )
     assert db.read_bytes() == before
     assert run("migrate", "--db", str(db)).output == (
-        f"{db}: applied 5 migrations (m008_events_keyed_by_subject_order, "
+        f"{db}: applied 7 migrations (m008_events_keyed_by_subject_order, "
         "m009_canonical_subject_times, m010_received_hour, m011_change_feed, "
-        "m012_reconciliation)\n"
+        "m012_reconciliation, m013_retention, m014_activity_order)\n"
     )
     assert run("migrate", "--db", str(db)).output == f"{db}: already up to date\n"
     assert run("status", "--db", str(db)).exit_code == 0
@@ -341,7 +342,8 @@ def test_m010_gives_each_subject_the_hour_of_its_last_receipt(tmp_path: Path) ->
         )
     conn.close()
     assert run("migrate", "--db", str(db)).output == (
-        f"{db}: applied 3 migrations (m010_received_hour, m011_change_feed, m012_reconciliation)\n"
+        f"{db}: applied 5 migrations (m010_received_hour, m011_change_feed, m012_reconciliation, "
+        "m013_retention, m014_activity_order)\n"
     )
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT received_hour FROM instances").fetchall() == [(262969,)]

@@ -215,7 +215,7 @@ def test_feed_and_changes_need_the_read_token(tmp_path: Path) -> None:
 
 
 def test_feed_resumes_filters_and_keeps_the_connection_alive(target: str, tmp_path: Path) -> None:
-    env = {"FLOWTRACKER_FEED_KEEPALIVE": "0.3"}
+    env = {"FLOWTRACKER_FEED_KEEPALIVE": "0.3s"}
     with serving(target, "--no-access-log", "--workers", "2", env=env, logs=tmp_path) as server:
         _post(server.url, flow("custom", 1))
         _post(server.url, flow("completed", 2))
@@ -264,7 +264,7 @@ def test_two_hundred_open_feeds_all_get_every_change(tmp_path: Path) -> None:
 
 
 def test_a_client_that_stops_reading_is_dropped_and_resumes(tmp_path: Path) -> None:
-    env = {"FLOWTRACKER_FEED_BUFFER": "20", "FLOWTRACKER_FEED_SEND_TIMEOUT": "1"}
+    env = {"FLOWTRACKER_FEED_BUFFER": "20", "FLOWTRACKER_FEED_SEND_TIMEOUT": "1s"}
     db, count = tmp_path / "f.db", 12_000  # changes of ~500 bytes: more than socket buffers
     lines = tmp_path / "many.jsonl"
     with lines.open("w") as out:

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from flowtracker import __version__
 from flowtracker.engine.timestamps import parse_timestamp
 from flowtracker.ingest.pipeline import Pipeline
 from flowtracker.settings import Settings
@@ -311,3 +312,23 @@ def test_a_rebuild_keeps_the_counters_that_only_grow(tmp_path: Path) -> None:
         finally:
             store.close()
         assert database_totals(scrape(client.get("/metrics").text)) == EXPECTED
+
+
+def test_answers_by_status_the_build_and_what_retention_pruned(tmp_path: Path) -> None:
+    settings = Settings(db_path=str(tmp_path / "m.db"), callback_token="cb", max_body=64)
+    with TestClient(create_app(settings)) as client:
+        client.post(FLOW + "?token=cb", content=flow("completed", 1), headers=JSON)  # 413
+        client.post(FLOW, content=b"{}", headers=JSON)  # 401
+        client.post(FLOW + "?token=cb", content=b"{}", headers={"content-type": "text/csv"})
+        client.get("/instances/nope")  # 404
+        families = {
+            family.name: family
+            for family in text_string_to_metric_families(client.get("/metrics").text)
+        }
+    answers = {s.labels["status"]: s.value for s in families["flowtracker_http_responses"].samples
+               if s.name.endswith("_total")}  # fmt: skip
+    assert {"401": 1.0, "413": 1.0, "415": 1.0, "404": 1.0}.items() <= answers.items()
+    (build,) = families["flowtracker_build_info"].samples
+    assert build.labels == {"version": __version__} and build.value == 1.0
+    pruned = {s.labels["kind"]: s.value for s in families["flowtracker_pruned"].samples}
+    assert pruned == {"flow": 0.0, "document": 0.0}

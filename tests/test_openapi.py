@@ -56,6 +56,12 @@ CASES = [
     ("GET", "/status", b"", {}, 200),
     ("GET", "/anomalies", b"", {}, 200),
     ("GET", "/quarantine", b"", {}, 200),
+    ("GET", "/quarantine?code=invalid_json", b"", {}, 200),
+    # No admin token set here: the actions that change data are off over HTTP.
+    ("POST", "/quarantine/retry", b"", {}, 403),
+    ("POST", "/quarantine/abc/retry", b"", {}, 403),
+    ("DELETE", "/quarantine/abc", b"", {}, 403),
+    ("DELETE", "/quarantine?before=2026-01-01", b"", {}, 403),
     ("GET", "/healthz", b"", {}, 200),
     ("GET", "/metrics", b"", {}, 200),
     ("GET", "/changes?after=0&kind=flow", b"", {}, 200),
@@ -109,3 +115,14 @@ def test_schema_validation_catches_a_wrong_answer(document: dict[str, Any]) -> N
     schema = {"$ref": "#/components/schemas/Receipt", "components": document["components"]}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"outcome": "maybe"}, schema, cls=jsonschema.Draft202012Validator)
+
+
+def test_the_security_schemes_say_which_token_goes_where(document: dict[str, Any]) -> None:
+    schemes = document["components"]["securitySchemes"]
+    assert set(schemes) == {"callback_query", "callback_basic", "callback_bearer", "read", "admin"}
+    for path in ("/callbacks/flow", "/callbacks/document"):
+        offered = {name for choice in document["paths"][path]["post"]["security"]
+                   for name in choice}  # fmt: skip
+        assert offered == {"callback_query", "callback_basic", "callback_bearer"}
+    assert document["paths"]["/instances"]["get"]["security"] == [{"read": []}]
+    assert document["paths"]["/quarantine/{id}"]["delete"]["security"] == [{"admin": []}]

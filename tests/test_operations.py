@@ -128,6 +128,6 @@ def test_backup_and_export_on_the_command_line(tmp_path: Path) -> None:
     assert on_postgres.returncode == 1 and "pg_dump" in on_postgres.stderr
     out = tmp_path / "e.jsonl"
     exported = _cli("export", str(out), "--db", db)
-    assert exported.returncode == 0 and "exported 345 deliveries" in exported.stderr
+    assert exported.returncode == 0 and "exported 345 lines" in exported.stderr
     assert out.read_bytes().count(b"\n") == 345
     assert _cli("export", "--db", db).stdout.count("\n") == 345

@@ -470,7 +470,7 @@ def test_a_database_from_before_the_event_keys_gets_them(db_path: Path, clock: C
              "document_id, object_version, mtime_ns"),
         ):  # fmt: skip
             conn.execute(f"DROP TABLE {keys}")
-            for index in ("seq", "state_seq", "anomalous"):
+            for index in ("seq", "state_seq", "anomalous", "received_hour"):  # m014 too
                 conn.execute(f"DROP INDEX {subjects}_{index}")
             conn.execute(f"ALTER TABLE {subjects} DROP COLUMN seq")
             conn.execute(f"CREATE INDEX idx_{subjects}_state_id ON {subjects} (state, id)")
@@ -507,7 +507,7 @@ def test_the_event_keys_migration_stops_at_an_event_without_its_subject(db_path:
         conn.execute("DROP TABLE flow_event_keys")
         conn.execute("DROP TABLE document_snapshot_keys")
         for subjects in ("instances", "documents"):
-            for index in ("seq", "state_seq", "anomalous"):
+            for index in ("seq", "state_seq", "anomalous", "received_hour"):  # m014 too
                 conn.execute(f"DROP INDEX {subjects}_{index}")
             conn.execute(f"ALTER TABLE {subjects} DROP COLUMN seq")
         conn.execute("DELETE FROM instances")

@@ -43,6 +43,9 @@ def test_reads_work_on_a_read_only_file_system(tmp_path: Path, read_only_disk: P
     assert run("status", "--db", db).output == expected
     assert run("status", SPEC_EXAMPLE, "--db", db).exit_code == 0
     assert run("quarantine", "--db", db).output == "the quarantine is empty\n"
+    exported = run("export", "-", "--db", db)
+    assert exported.exit_code == 0 and exported.output.count("\n") == 345 + 1  # and its total
+    assert f"exported 345 lines from {db}" in exported.output
     assert sorted(os.listdir(read_only_disk)) == ["demo.db"]
 
 

@@ -1,5 +1,6 @@
 """The scripts under scripts/ still run: each once, on a tiny load, as a user would."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,12 @@ def test_wal_pages_prints_pages_per_commit_by_btree() -> None:
     trees = {line.split()[1] for line in lines[2:]}
     assert {"flow_event_keys", "flow_events", "instances", "counters"} <= trees
     assert "?" not in trees  # every page has an owner
+
+
+def test_bench_operations_prints_export_and_prune_figures() -> None:
+    out = run("scripts/bench_operations.py", "--instances", "200", "--events", "1000")
+    assert "sqlite: export 1,000 lines" in out
+    # Four in five instances end: those are pruned, with their events.
+    pruned = re.search(r"sqlite: prune ([\d,]+) subjects with ([\d,]+) events", out)
+    assert pruned is not None and 120 <= int(pruned[1].replace(",", "")) <= 200, out
+    assert "given back to the file system" in out

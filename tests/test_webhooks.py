@@ -29,7 +29,7 @@ from tests.server import serving
 
 JSON = {"content-type": "application/json"}
 FORM = {"content-type": "application/x-www-form-urlencoded"}
-FAST = {"FLOWTRACKER_WEBHOOK_BACKOFF": "0.1s,0.2s", "FLOWTRACKER_WEBHOOK_POLL": "0.3"}
+FAST = {"FLOWTRACKER_WEBHOOK_BACKOFF": "0.1s,0.2s", "FLOWTRACKER_WEBHOOK_POLL": "0.3s"}
 
 
 @dataclass
@@ -245,7 +245,7 @@ def test_a_killed_server_delivers_the_rest_after_restart(tmp_path: Path) -> None
     db = tmp_path / "f.db"
     with receiving(Receiver(delay=0.05)) as receiver:
         add(db, receiver.url)
-        env = {**FAST, "FLOWTRACKER_WEBHOOK_LEASE": "2"}  # the dead one's runs out soon
+        env = {**FAST, "FLOWTRACKER_WEBHOOK_LEASE": "2s"}  # the dead one's runs out soon
         with serving(db, "--no-access-log", env=env) as server:
             for second in range(40):
                 post(server.url, flow("custom", 0, f"{second:08d}-0000-4000-8000-000000000000"))
@@ -267,7 +267,7 @@ def test_two_receivers_one_delivers_the_other_takes_over(
     tmp_path: Path, postgres: PostgresServer
 ) -> None:
     url = postgres.database(f"webhooks_{os.getpid()}")
-    env = {**FAST, "FLOWTRACKER_WEBHOOK_LEASE": "2"}
+    env = {**FAST, "FLOWTRACKER_WEBHOOK_LEASE": "2s"}
     with receiving(Receiver(delay=0.02)) as receiver:
         add(url, receiver.url)
         with (
@@ -320,7 +320,7 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_dashboard_shows_subscriptions_and_changes(tmp_path: Path) -> None:
     db = tmp_path / "f.db"
     made = add(db, "https://user:hunter2@hooks.example.com/in", "--kind", "flow")
-    env = {"FLOWTRACKER_READ_TOKEN": "reader-secret", "FLOWTRACKER_WEBHOOK_POLL": "60"}
+    env = {"FLOWTRACKER_READ_TOKEN": "reader-secret", "FLOWTRACKER_WEBHOOK_POLL": "60s"}
     with serving(db, "--no-access-log", env=env) as server:
         post(server.url, flow("custom", 1))
         post(server.url, flow("completed", 2))

@@ -56,6 +56,8 @@ DOCUMENT_STATES = (
     "document_error",
 )
 DOCUMENT_FINAL = ("canceled", "rejected")
+# The states in which a document is finished with (SPEC 14: what `prune` may remove).
+DOCUMENT_FINISHED = ("closed", "canceled", "rejected", "timedout", "document_error")
 
 # Scrive's document status graph. A snapshot may skip statuses: any reachable status is legal.
 DOCUMENT_GRAPH: Mapping[str, tuple[str, ...]] = {
@@ -211,6 +213,8 @@ FLOW_ENDINGS = frozenset(
 )  # fmt: skip
 SUPERSEDED_BY_CALLBACK = Verdict("ignored", "superseded by a callback")
 ALREADY_KNOWN = Verdict("ignored", "already known")
+# A callback for a subject that retention removed (SPEC 14): it stays removed.
+PRUNED = Verdict("ignored", "pruned")
 
 
 def _flow_superseded(history: Sequence[Entry]) -> Callable[[Entry], Verdict | None]:
@@ -255,3 +259,9 @@ DOCUMENT = Lifecycle(
     arrows=[(DOCUMENT_NEW, "preparation", "preparation")]
     + [(a, b, b) for a, targets in DOCUMENT_GRAPH.items() for b in targets if a != b],
 )
+
+# The states of a finished subject, by kind: what `flowtracker prune` may remove.
+FINISHED: dict[str, frozenset[str]] = {
+    "flow": frozenset(FLOW_TERMINAL),
+    "document": frozenset(DOCUMENT_FINISHED),
+}

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
+from flowtracker.errors import InvalidQuery
+
 _RFC3339 = re.compile(
     r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})[Tt ]"
     r"(?P<hour>\d{2}):(?P<minute>\d{2}):(?P<second>\d{2})(?:\.(?P<fraction>\d+))?"
@@ -92,3 +94,18 @@ def _whole_seconds(seconds: int) -> str:
 def _check(name: str, value: int, low: int, high: int) -> None:
     if not low <= value <= high:
         raise TimestampError(f"{name} must be in {low}..{high} (got {value})")
+
+
+_DAY_NS = 86_400 * 1_000_000_000
+
+
+def moment(text: str, name: str, *, end_of_day: bool = False) -> str:
+    """A time given as a date (2026-01-31: midnight UTC, or with `end_of_day` the midnight
+    after, for the end of a range) or in RFC 3339, spelled as stored times are (they
+    compare as text); `InvalidQuery` names the field `name` otherwise."""
+    day = len(text) == 10
+    full = f"{text}T00:00:00Z" if day else text
+    try:
+        return format_ns(parse_timestamp(full).ns + (_DAY_NS if day and end_of_day else 0))
+    except TimestampError as error:
+        raise InvalidQuery({name: f"must be a date or an RFC 3339 time: {error}"}) from None

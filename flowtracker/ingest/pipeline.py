@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from flowtracker.engine.events import Callback, Kind
 from flowtracker.engine.fold import is_neutral, judge, refold
-from flowtracker.engine.lifecycles import DOCUMENT, FLOW, Lifecycle
+from flowtracker.engine.lifecycles import DOCUMENT, FLOW, PRUNED, Lifecycle
 from flowtracker.engine.records import Change, ChangeSource, Entry, Subject
 from flowtracker.engine.timestamps import canonical, format_ns
 from flowtracker.errors import TransactionConflict
@@ -45,19 +45,25 @@ class Pipeline:
         # Told the last `seq` after each commit that wrote changes (the feed's wake-up).
         self.on_changes = on_changes
 
-    def ingest(self, callbacks: Sequence[Callback]) -> list[Receipt]:
-        """Store a batch of callbacks in one transaction; a receipt for each, in order."""
+    def ingest(
+        self, callbacks: Sequence[Callback], *, unquarantine: Sequence[str] = ()
+    ) -> list[Receipt]:
+        """Store a batch of callbacks in one transaction; a receipt for each, in order.
+        `unquarantine`: the body hashes of kept requests these callbacks come from
+        (`quarantine retry`), which leave the quarantine in the same transaction."""
         if not callbacks:
             return []
-        return _again_on_conflict(lambda: self._ingest(callbacks))
+        return again_on_conflict(lambda: self._ingest(callbacks, unquarantine))
 
-    def _ingest(self, callbacks: Sequence[Callback]) -> list[Receipt]:
+    def _ingest(self, callbacks: Sequence[Callback], unquarantine: Sequence[str]) -> list[Receipt]:
         with self.store.transaction() as tx:
             # Every subject of the batch held first, in one global order (PostgreSQL:
             # receivers that share subjects take turns and never deadlock).
             tx.lock((c.kind, c.subject_id) for c in callbacks)
             batch = _Batch(tx, self.clock(), callbacks)
             receipts = [batch.take(callback) for callback in callbacks]
+            if unquarantine:
+                tx.drop_quarantined(hashes=unquarantine)
             last_change = batch.write(receipts)
         self._told(last_change)
         return receipts
@@ -78,7 +84,7 @@ class Pipeline:
         callback supersedes is kept with outcome `ignored`, wherever it stands. With
         `dry_run` nothing is written: the transaction is rolled back."""
         try:
-            result, last_change = _again_on_conflict(
+            result, last_change = again_on_conflict(
                 lambda: self._reconciled(kind, subject_id, answer, known, dry_run)
             )
         except _RolledBack as rolled_back:
@@ -120,7 +126,7 @@ class Pipeline:
             after = ""
             while ids := self.store.subject_ids(kind, after, page):
                 rebuilt = partial(_rebuild_page, self.store, kind, lifecycle, ids)
-                page_counts, last_change = _again_on_conflict(rebuilt)
+                page_counts, last_change = again_on_conflict(rebuilt)
                 self._told(last_change)
                 for name, n in page_counts.items():
                     counts[name] += n
@@ -176,9 +182,13 @@ class _Batch:
         self.touched: dict[Kind, dict[str, Subject]] = {"flow": {}, "document": {}}
         self.redelivered: dict[Kind, list[Callback]] = {"flow": [], "document": []}
         self.changes: list[Change] = []
+        # The final states of subjects that retention removed (SPEC 14): they stay removed.
+        self.pruned: dict[Kind, dict[str, str]] = {}
         for kind in LIFECYCLES:
             mine = [c for c in callbacks if c.kind == kind]
-            subjects = self.subjects[kind] = tx.subjects(kind, {c.subject_id for c in mine})
+            ids = {c.subject_id for c in mine}
+            subjects = self.subjects[kind] = tx.subjects(kind, ids)
+            self.pruned[kind] = tx.tombstoned(kind, ids - subjects.keys())
             # A stored event is never above its subject's last order, so only callbacks at
             # or below it can be repeats: in-order deliveries need no lookup.
             self.known[kind] = tx.known_keys(kind, [
@@ -189,6 +199,9 @@ class _Batch:
 
     def take(self, callback: Callback) -> Receipt:
         kind, lifecycle = callback.kind, LIFECYCLES[callback.kind]
+        final = self.pruned[kind].get(callback.subject_id)
+        if final is not None:  # answered, counted as arrived, and not stored
+            return Receipt(PRUNED.outcome, False, PRUNED.reason, kind, callback.subject_id, final)
         subject = self._subject(kind, lifecycle, callback.subject_id)
         known = self.known[kind].get(callback.dedup_key)
         if known is not None:
@@ -287,7 +300,7 @@ class _Batch:
 CONFLICT_ATTEMPTS = 5  # runs of a transaction the database aborts to keep others apart
 
 
-def _again_on_conflict(run: Callable[[], T]) -> T:
+def again_on_conflict(run: Callable[[], T]) -> T:
     """`run()`, run again (after a short random pause) when the database aborted its
     transaction for a concurrent one (`TransactionConflict`); the last failure is a
     `StorageUnavailable` like any other: the sender retries later."""

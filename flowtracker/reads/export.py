@@ -21,22 +21,53 @@ from typing import Any, BinaryIO
 from flowtracker.engine.bodies import FORM_TYPE, decode_form, media_type
 from flowtracker.errors import MalformedCallback
 from flowtracker.store.protocol import Store
+from flowtracker.store.tables import TOMBSTONE_COLUMNS, TOMBSTONES
+
+MARK = "flowtracker"  # the field that marks a line of flowtracker's own (`ingest.replay`)
 
 PAGE = 1_000
 
 
 def export(store: Store, out: BinaryIO) -> int:
-    """Write every delivery to `out`; how many lines were written."""
+    """Write every delivery to `out`; how many lines were written. The tombstones of
+    pruned subjects come first; an answer of Scrive's API is a line of its own, in its
+    place (SPEC 14)."""
     lines = 0
+    for kind, table in TOMBSTONES.items():
+        for row in _rows(store, table):
+            out.write(_marked("tombstone", kind, row["id"], {
+                name: row[name] for name in TOMBSTONE_COLUMNS if name != "id"
+            }))  # fmt: skip
+            lines += 1
     for row in heapq.merge(
         _rows(store, "flow_events"), _rows(store, "document_snapshots"),
         key=lambda row: (row["received_at"], row["id"]),
     ):  # fmt: skip
+        if row["reconciled"] is not None:
+            out.write(_reconciled(row))
+            lines += 1
+            continue
         line = one_line(row["body"], row["content_type"] or "")
         for _ in range(max(1, row["deliveries"])):
             out.write(line + b"\n")
             lines += 1
     return lines
+
+
+def _reconciled(row: dict[str, Any]) -> bytes:
+    """An answer of Scrive's API, as `replay` takes it: what the API answered."""
+    if "instance_id" in row:
+        answer = {"id": row["instance_id"], "status": row["reconciled"],
+                  "last_event": row["event_created"]}  # fmt: skip
+        return _marked("reconciled", "flow", row["instance_id"], {"answer": answer})
+    stored = json.loads(bytes(row["body"]))
+    return _marked("reconciled", "document", row["document_id"],
+                   {"answer": stored["document_json"]})  # fmt: skip
+
+
+def _marked(what: str, kind: str, subject_id: str, fields: dict[str, Any]) -> bytes:
+    line = {MARK: what, "kind": kind, "id": subject_id, **fields}
+    return json.dumps(line, ensure_ascii=False).encode() + b"\n"
 
 
 def one_line(body: bytes, content_type: str) -> bytes:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from flowtracker import __version__
 from flowtracker.engine.timestamps import parse_timestamp
 from flowtracker.reads import summaries
 from flowtracker.store.protocol import Store
@@ -57,6 +58,11 @@ _FAMILIES: dict[str, tuple[type[Family], str, list[str]]] = {
         "When the last callback was received (Unix time); absent before the first.",
         [],
     ),
+    "flowtracker_pruned": (
+        GaugeMetricFamily,
+        "Subjects removed by retention, whose tombstones are kept (flowtracker prune).",
+        ["kind"],
+    ),
     "flowtracker_reconciliations": (
         CounterMetricFamily,
         "Subjects reconciled with Scrive's API, by result (changed, unchanged, unknown: "
@@ -80,6 +86,23 @@ _FAMILIES: dict[str, tuple[type[Family], str, list[str]]] = {
         ["subscription"],
     ),
 }
+
+
+def http_responses(registry: CollectorRegistry) -> Counter:
+    """HTTP answers by status code (401, 413, 503 included), registered on `registry`."""
+    return Counter(
+        "flowtracker_http_responses",
+        "HTTP answers by status code. Per worker process, like the latency histogram.",
+        ["status"],
+        registry=registry,
+    )
+
+
+def build_info(registry: CollectorRegistry) -> Info:
+    """`flowtracker_build_info{version=...} 1`, registered on `registry`."""
+    info = Info("flowtracker_build", "The version of flowtracker serving.", registry=registry)
+    info.info({"version": __version__})
+    return info
 
 
 def request_latency(registry: CollectorRegistry) -> Histogram:
@@ -123,6 +146,7 @@ class StoreCollector(Collector):
             "flowtracker_documents": [([s], n) for s, n in counts["documents"].items()],
             "flowtracker_stuck_instances": [([], counts["stuck"])],
             "flowtracker_reconciliations": [([r], n) for r, n in counts["reconciliations"].items()],
+            "flowtracker_pruned": [([k], n) for k, n in counts["pruned"].items()],
             "flowtracker_last_callback_timestamp_seconds": _last(counts["last_callback_at"]),
             **self._feed(),
         }

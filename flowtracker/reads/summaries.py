@@ -57,6 +57,7 @@ def _holdings(totals: Totals) -> dict[str, Any]:
     last = totals.last_callback_ns
     return {
         "quarantined": totals.quarantined,
+        "pruned": {kind: totals.pruned.get(kind, 0) for kind in KINDS},
         "instances": {**dict.fromkeys(FLOW_STATES, 0), **totals.states["flow"]},
         "documents": {**dict.fromkeys(DOCUMENT_STATES, 0), **totals.states["document"]},
         "stuck": totals.stuck,

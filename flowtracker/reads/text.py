@@ -19,9 +19,17 @@ def summary_text(data: dict[str, Any]) -> str:
             f"instances    {counts(data['instances'])}",
             f"documents    {counts(data['documents'])}",
             f"stuck        {data['stuck']}",
+            *_pruned(data["pruned"]),
             f"last callback {data['last_callback_at'] or 'never'}",
         ]
     )
+
+
+def _pruned(pruned: dict[str, int]) -> list[str]:
+    """The line of subjects pruned by retention, when there are some."""
+    if not any(pruned.values()):
+        return []
+    return [f"pruned       instances {pruned['flow']}, documents {pruned['document']}"]
 
 
 def instance_text(data: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -15,9 +16,10 @@ from flowtracker.engine.bodies import document_payload, stored_json, too_deep_te
 from flowtracker.engine.events import Kind
 from flowtracker.engine.lifecycles import DOCUMENT, FLOW
 from flowtracker.engine.timestamps import format_ns
-from flowtracker.errors import InvalidQuery, NotFound
-from flowtracker.store.protocol import Store, SubjectFilter
+from flowtracker.errors import InvalidQuery, NotFound, Pruned
+from flowtracker.store.protocol import ActivityKey, Store, SubjectFilter
 from flowtracker.store.rows import EventRow, QuarantineRow, SubjectRow
+from flowtracker.store.tables import hour
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -37,7 +39,7 @@ def instance(store: Store, instance_id: str, *, raw: bool = False) -> dict[str, 
     orjson: what the read API serves."""
     found = store.subject_history("flow", instance_id.lower())
     if found is None:
-        raise NotFound(f"no flow instance {instance_id!r}", {"id": instance_id})
+        raise _missing(store, "flow", instance_id.lower(), f"flow instance {instance_id!r}")
     row, events = found
     return {**instance_summary(row), "events": [_flow_event(event, raw) for event in events]}
 
@@ -47,9 +49,22 @@ def document(store: Store, document_id: str, *, raw: bool = False) -> dict[str, 
     `instance`; a snapshot's payload is made of three fields and is always decoded)."""
     found = store.subject_history("document", document_id)
     if found is None:
-        raise NotFound(f"no document {document_id!r}", {"id": document_id})
+        raise _missing(store, "document", document_id, f"document {document_id!r}")
     row, snapshots = found
     return {**document_summary(row), "snapshots": [_snapshot(s) for s in snapshots]}
+
+
+def _missing(store: Store, kind: Kind, subject_id: str, named: str) -> NotFound | Pruned:
+    """Why a subject is not there: never seen (404), or pruned by retention (410, with
+    the final state and when it was pruned)."""
+    tombstone = store.tombstone(kind, subject_id)
+    if tombstone is None:
+        return NotFound(f"no {named}", {"id": subject_id})
+    return Pruned(
+        f"{named} was pruned at {tombstone.pruned_at} (retention); its final state was "
+        f"{tombstone.state}",
+        dataclasses.asdict(tombstone),
+    )
 
 
 def instance_summary(row: SubjectRow) -> dict[str, Any]:
@@ -108,12 +123,14 @@ def quiet_since(now_ns: int, stuck_age_ns: int) -> str:
     return format_ns(now_ns - stuck_age_ns)
 
 
-def quarantine(store: Store, page: Page, body_limit: int | None = None) -> dict[str, Any]:
-    """The malformed requests kept, newest first; with `body_limit`, each body cut to that
-    many bytes and `body_length` added."""
+def quarantine(
+    store: Store, page: Page, body_limit: int | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """The malformed requests kept, newest first (of error `code` only, when given); with
+    `body_limit`, each body cut to that many bytes and `body_length` added."""
     before = _decode_cursor(page.cursor, 2) if page.cursor else None
     at = (before[0], before[1]) if before else None
-    rows = store.quarantined(at, _limit(page) + 1, body_limit)
+    rows = store.quarantined(at, _limit(page) + 1, body_limit, code)
     items = [quarantined(row) for row in rows[: page.limit]]
     if body_limit is not None:
         for item, row in zip(items, rows, strict=False):
@@ -160,14 +177,33 @@ def anomalies(
 
 
 def _subjects(store: Store, kind: Kind, where: SubjectFilter, page: Page) -> dict[str, Any]:
-    after = _seq(*_decode_cursor(page.cursor, 2)) if page.cursor else None
+    after: int | ActivityKey | None = None
+    if page.cursor and where.by_activity:
+        after = _activity(*_decode_cursor(page.cursor, 4))
+    elif page.cursor:
+        after = _seq(*_decode_cursor(page.cursor, 2))
     rows = store.list_subjects(kind, where, after, _limit(page) + 1)
     summary = instance_summary if kind == "flow" else document_summary
     more = len(rows) > page.limit
     return {
         "items": [summary(row) for row in rows[: page.limit]],
-        "next": _encode_cursor(["seq", str(rows[page.limit - 1].seq)]) if more else None,
+        "next": _next(rows[page.limit - 1], where.by_activity) if more else None,
     }
+
+
+def _next(last: SubjectRow, by_activity: bool) -> str:
+    if not by_activity:
+        return _encode_cursor(["seq", str(last.seq)])
+    assert last.last_received_at is not None  # a list by activity holds no other
+    return _encode_cursor(["activity", str(hour(last.last_received_at)), last.last_received_at,
+                           str(last.seq)])  # fmt: skip
+
+
+def _activity(tag: str, at_hour: str, at: str, seq: str) -> ActivityKey:
+    if tag != "activity" or not all(v.isascii() and v.isdigit() and len(v) <= 18
+                                    for v in (at_hour, seq)):  # fmt: skip
+        raise InvalidQuery({"cursor": "not a cursor this API gave out"})
+    return int(at_hour), at, int(seq)
 
 
 def _seq(tag: str, value: str) -> int:

@@ -72,6 +72,13 @@ class Link:
             return None, _reason(error)
         return status, None if 200 <= status < 300 else f"{status} {_error_code(body)}"
 
+    def knows(self, kind: Kind, subject_id: str) -> bool | None:
+        """Whether the tracker has this subject (a 200 or a 410: pruned); None when it
+        cannot be told (no read token for a tracker that wants one, say)."""
+        path = f"/{'instances' if kind == 'flow' else 'documents'}/{quote(subject_id, safe='')}"
+        status, _ = self._get(path)
+        return True if status in (200, 410) else False if status == 404 else None
+
     def view(self, kind: Kind, subject_id: str) -> Any:
         """A subject as the read API serves it; None when the tracker does not know it."""
         path = f"/{'instances' if kind == 'flow' else 'documents'}/{quote(subject_id, safe='')}"

@@ -10,13 +10,7 @@ anomaly of the subject. A 401 or 403 stops the run: every other request would fa
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import os
-import secrets
-import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +23,7 @@ from flowtracker.engine.parsing import is_uuid, reconciled_document, reconciled_
 from flowtracker.engine.records import RECONCILE_RESULTS as RESULTS
 from flowtracker.engine.timestamps import format_ns
 from flowtracker.errors import InvalidEvent, ScriveAPIError, ScriveRefused, StorageUnavailable
+from flowtracker.ingest.background import LeasedWork
 from flowtracker.ingest.pipeline import Pipeline, Reconciled
 from flowtracker.scrive.api import ScriveAPI
 from flowtracker.settings import Settings
@@ -234,46 +229,25 @@ POLL_SECONDS = 60.0  # how often a receiver looks whether a pass is due, at most
 FIRST_SECONDS = 5.0  # the first look after start, at most
 
 
-class BackgroundReconciliation:
+class BackgroundReconciliation(LeasedWork):
     """`serve --reconcile-every`: the `--stuck` pass, about every `reconcile_every_seconds`
     across all receivers. A receiver looks now and then whether the lease is free; the one
     that takes it runs the pass and keeps the lease until a period after the pass began
     (renewing it while a long pass runs), so the next pass anywhere comes a period later.
     A receiver that dies mid-pass lets the lease run out; another takes over."""
 
+    name = "reconciliation"
+
     def __init__(
         self, store: Store, settings: Settings, pipeline: Pipeline,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:  # fmt: skip
         assert settings.reconcile_every_seconds is not None
+        poll = min(settings.reconcile_every_seconds, POLL_SECONDS)
+        super().__init__(poll=poll, first=min(poll, FIRST_SECONDS))
         self.store, self.settings, self.pipeline, self.clock = store, settings, pipeline, clock
         self.every_ns = int(settings.reconcile_every_seconds * 1e9)
-        self.poll = min(settings.reconcile_every_seconds, POLL_SECONDS)
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._until = 0
-        self._stopping = threading.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._forever(), name="reconciliation")
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _forever(self) -> None:
-        await asyncio.sleep(min(self.poll, FIRST_SECONDS))
-        while True:
-            try:
-                await asyncio.to_thread(self.run_once)
-            except StorageUnavailable as error:
-                log.warning("reconciliation: the database is unavailable: %s", error.message)
-            except Exception:
-                log.exception("reconciliation: the pass failed")
-            await asyncio.sleep(self.poll)
 
     def run_once(self) -> Summary | None:
         """One pass, if the lease is free (None if another receiver holds it)."""
@@ -297,7 +271,7 @@ class BackgroundReconciliation:
     def _while_held(self, subjects: Iterator[tuple[Kind, str]]) -> Iterator[tuple[Kind, str]]:
         """The subjects, for as long as this receiver runs and holds the lease."""
         for subject in subjects:
-            if self._stopping.is_set():
+            if self.stopping.is_set():
                 return
             now = self.clock()
             if now > self._until - self.every_ns // 2:  # a long pass: renew

@@ -70,7 +70,25 @@ def run(options: Options, echo: Callable[[str], None]) -> bool:
         if delivery.callback not in lost
     ]
     fake = _fake_scrive(options, subjects)  # before sending: its settings may be wrong
-    Link(options.target).healthy()
+    link = Link(options.target)
+    try:
+        link.healthy()
+        # The same seed makes the same subjects: the first and the last there already
+        # (not one a tracker may have from elsewhere) say it was sent before.
+        probes = [subjects[0], subjects[-1]] if subjects else []
+        sent_before = bool(probes) and all(link.knows(s.kind, s.id) for s in probes)
+    finally:
+        link.close()
+    if sent_before:
+        first, last = subjects[0], subjects[-1]
+        said = (f"seed {seed} was sent to this tracker before ({first.kind} {first.id} and "
+                f"{last.kind} {last.id} are there)")  # fmt: skip
+        if options.check:
+            raise SimulationError(
+                f"{said}: the check would compare against states the first run left; "
+                "give another --seed, or a tracker on a fresh database"
+            )
+        echo(f"warning: {said}: every callback will be a duplicate")
     started = time.monotonic()
     ledger = send(
         options.target,

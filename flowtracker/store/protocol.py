@@ -8,7 +8,7 @@ opens, `UnusableDatabase`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -22,6 +22,7 @@ from flowtracker.store.rows import (
     QuarantineRow,
     SubjectRow,
     SubscriptionRow,
+    TombstoneRow,
     Totals,
 )
 
@@ -73,6 +74,28 @@ class Transaction(Protocol):
         `seq` given (None for none). The transaction's last statement: the numbers are
         taken in commit order (a change is visible only after every smaller one)."""
 
+    # Retention and the quarantine's actions (SPEC 14): `store.pruning`.
+
+    def tombstoned(self, kind: Kind, ids: Collection[str]) -> dict[str, str]:
+        """The final states of those of these subjects that were pruned."""
+
+    def add_tombstones(self, kind: Kind, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Keep tombstones as they were (a replayed export)."""
+
+    def prunable(self, kind: Kind, states: Collection[str], before: str, limit: int) -> list[str]:
+        """Up to `limit` subjects in one of `states`, last received before `before`."""
+
+    def prune(
+        self, kind: Kind, ids: Sequence[str], states: Collection[str], before: str, at: str
+    ) -> tuple[int, int]:
+        """Remove these subjects (those still prunable) for tombstones; subjects and
+        events removed."""
+
+    def drop_quarantined(
+        self, hashes: Sequence[str] | None = None, before: str | None = None
+    ) -> int:
+        """Remove kept requests by body hash, or those last seen before `before`."""
+
 
 @dataclass(frozen=True, slots=True)
 class Quarantined:
@@ -94,6 +117,14 @@ class SubjectFilter:
     received_before: str | None = None
     id_prefix: str | None = None
     quiet_before: str | None = None  # nothing received since, in any state (reconcile)
+    received_since: str | None = None  # the last callback at or after this time...
+    received_until: str | None = None  # ...and before this one
+    by_activity: bool = False  # the last received first (else in the order first seen)
+
+
+# Where a list ordered by activity goes on: after the subject with this (hour of its last
+# receipt, time of it, seq); a list in the order first seen goes on after a seq.
+ActivityKey = tuple[int, str, int]
 
 
 class Store(Protocol):
@@ -126,10 +157,11 @@ class Store(Protocol):
         snapshot; None when there is no such subject."""
 
     def list_subjects(
-        self, kind: Kind, where: SubjectFilter, after: int | None, limit: int
+        self, kind: Kind, where: SubjectFilter, after: int | ActivityKey | None, limit: int
     ) -> list[SubjectRow]:
         """Subject summaries in the order they were first seen (their `seq`), after the
-        one numbered `after` (keyset)."""
+        one numbered `after` (keyset); with `where.by_activity`, the last received first,
+        after the one at `after` (subjects that never had a callback are left out)."""
 
     def id_match(self, kind: Kind, prefix: str) -> Literal["whole", "prefix"] | None:
         """Whether a subject has the id `prefix` ("whole"), or only one that starts so."""
@@ -143,10 +175,12 @@ class Store(Protocol):
         (in progress, nothing received since `stuck_before`), the last callback's time."""
 
     def quarantined(
-        self, before: tuple[str, str] | None, limit: int, body_limit: int | None = None
-    ) -> list[QuarantineRow]:
+        self, before: tuple[str, str] | None, limit: int, body_limit: int | None = None,
+        code: str | None = None, body_hash: str | None = None,
+    ) -> list[QuarantineRow]:  # fmt: skip
         """Quarantine rows, newest first, keyset-paginated on (last_seen, body_hash); the
-        body cut to `body_limit` bytes when given."""
+        body cut to `body_limit` bytes when given; only those of error `code`, or those
+        whose body hash (id) starts with `body_hash`, when given."""
 
     def quarantined_body(self, body_hash: str) -> bytes | None:
         """One kept body, whole."""
@@ -213,6 +247,19 @@ class Store(Protocol):
     def watch_changes(self, wake: Callable[[], None]) -> Callable[[], None]:
         """Call `wake` (on another thread) whenever any process commits changes, until the
         function returned is called."""
+
+    def tombstone(self, kind: Kind, subject_id: str) -> TombstoneRow | None:
+        """What retention left of a pruned subject; None when it was never pruned."""
+
+    def count_prunable(self, kind: Kind, states: Collection[str], before: str) -> tuple[int, int]:
+        """How many subjects pruning would remove now, and their events (a read)."""
+
+    def count_quarantined(self, before: str) -> int:
+        """How many kept requests were last seen before `before`."""
+
+    def reclaim(self) -> str:
+        """Give the space of removed rows back where the backend can; what it did, in a
+        sentence for the operator."""
 
     def ping(self) -> None:
         """Raise StorageUnavailable unless the database answers and takes a write."""

@@ -9,7 +9,7 @@ from types import ModuleType
 from typing import Any, Literal
 
 from flowtracker.engine.events import Kind
-from flowtracker.store.protocol import SubjectFilter
+from flowtracker.store.protocol import ActivityKey, SubjectFilter
 from flowtracker.store.rows import AnomalyRow, EventRow, QuarantineRow, SubjectRow, Totals
 
 
@@ -35,7 +35,7 @@ class QueryReads:
             return found
 
     def list_subjects(
-        self, kind: Kind, where: SubjectFilter, after: int | None, limit: int
+        self, kind: Kind, where: SubjectFilter, after: int | ActivityKey | None, limit: int
     ) -> list[SubjectRow]:
         with self._reading() as read:
             found: list[SubjectRow] = self.queries.list_subjects(read, kind, where, after, limit)
@@ -57,10 +57,13 @@ class QueryReads:
             return found
 
     def quarantined(
-        self, before: tuple[str, str] | None, limit: int, body_limit: int | None = None
-    ) -> list[QuarantineRow]:
+        self, before: tuple[str, str] | None, limit: int, body_limit: int | None = None,
+        code: str | None = None, body_hash: str | None = None,
+    ) -> list[QuarantineRow]:  # fmt: skip
         with self._reading() as read:
-            found: list[QuarantineRow] = self.queries.quarantined(read, before, limit, body_limit)
+            found: list[QuarantineRow] = self.queries.quarantined(
+                read, before, limit, body_limit, code, body_hash
+            )
             return found
 
     def quarantined_body(self, body_hash: str) -> bytes | None:

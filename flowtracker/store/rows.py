@@ -34,6 +34,20 @@ class SubjectRow:
 
 
 @dataclass(frozen=True, slots=True)
+class TombstoneRow:
+    """What retention left of a pruned subject (SPEC 14): its final state and when."""
+
+    kind: Kind
+    id: str
+    state: str
+    events: int
+    first_event_at: str | None
+    last_event_at: str | None
+    last_received_at: str | None
+    pruned_at: str
+
+
+@dataclass(frozen=True, slots=True)
 class EventRow:
     """One stored event or snapshot with its raw body, as it was received.
 
@@ -107,6 +121,7 @@ class Totals:
     last_callback_ns: int | None
     # Subjects reconciled with Scrive's API, by result (changed, unchanged, unknown, error).
     reconciliations: dict[str, int] = field(default_factory=dict)
+    pruned: dict[Kind, int] = field(default_factory=dict)  # tombstones kept (SPEC 14)
 
 
 @dataclass(frozen=True, slots=True)

@@ -222,6 +222,7 @@ def totals(counters: Mapping[str, int], stuck: int) -> Totals:
         stuck=stuck,
         last_callback_ns=counters.get(LAST_CALLBACK),
         reconciliations=_labelled(counters, "reconcile."),
+        pruned={kind: counters.get(f"{kind}.pruned", 0) for kind in KINDS},
     )
 
 
@@ -239,6 +240,27 @@ SUBSCRIPTION_COLUMNS = (
     "created_at", "delivered", "failed", "failures", "next_attempt_ns", "last_attempt_at",
     "last_error", "last_status", "lease_owner", "lease_until_ns",
 )  # fmt: skip
+
+# Retention (SPEC 14), for either backend: what is left of a pruned subject. A callback
+# for it is ignored (`pruned`), and a read of it answers 410 with its final state.
+TOMBSTONES: dict[Kind, str] = {"flow": "instance_tombstones", "document": "document_tombstones"}
+TOMBSTONE_COLUMNS = ("id", "state", "events", "first_event_at", "last_event_at",
+                     "last_received_at", "pruned_at")  # fmt: skip
+RETENTION = "".join(
+    f"""
+CREATE TABLE {table} (
+    id {{text}} PRIMARY KEY, state {{text}} NOT NULL, events {{bigint}} NOT NULL,
+    first_event_at {{text}}, last_event_at {{text}}, last_received_at {{text}},
+    pruned_at {{text}} NOT NULL);"""
+    for table in TOMBSTONES.values()
+)
+
+# Lists by last activity (the dashboard's sort): on the hour of the last receipt, whose
+# index entry moves once an hour per subject, not at every callback (see m010).
+ACTIVITY_ORDER = """
+CREATE INDEX instances_received_hour ON instances (received_hour, seq);
+CREATE INDEX documents_received_hour ON documents (received_hour, seq);
+"""
 
 # What `flowtracker copy` carries, table by table in this order (subjects before their
 # events): each table's key, in whose order it is read, and its columns. The counters and
@@ -259,6 +281,7 @@ COPIED: dict[str, tuple[str, tuple[str, ...]]] = {
     "changes": ("seq", CHANGE_COLUMNS),
     "change_clock": ("id", ("id", "seq", "pruned_through")),
     "subscriptions": ("id", SUBSCRIPTION_COLUMNS),
+    **{table: ("id", TOMBSTONE_COLUMNS) for table in TOMBSTONES.values()},
 }  # fmt: skip
 # Tables a new database holds rows of already: the copied rows replace them.
 REPLACED = frozenset({"counters", "received_per_minute", "change_clock"})

@@ -31,13 +31,20 @@ from flowtracker.ingest.intake import LocalIntake
 from flowtracker.ingest.interface import Intake
 from flowtracker.ingest.pipeline import Pipeline
 from flowtracker.ingest.remote_intake import RemoteIntake
+from flowtracker.ingest.retention import BackgroundRetention
 from flowtracker.ingest.wire import WRITER_SOCKET
 from flowtracker.logs import lighten
-from flowtracker.reads.metrics import StoreCollector, open_feeds, request_latency
+from flowtracker.reads.metrics import (
+    StoreCollector,
+    build_info,
+    http_responses,
+    open_feeds,
+    request_latency,
+)
 from flowtracker.scrive.reconcile import BackgroundReconciliation
 from flowtracker.settings import Settings
 from flowtracker.store.opening import open_store
-from flowtracker.web import callbacks, dashboard, feed, reads, session
+from flowtracker.web import admin, callbacks, dashboard, feed, reads, session
 from flowtracker.web.auth import RedactTokens
 from flowtracker.web.guard import HEAD_LIMITS, HeadLimits
 from flowtracker.web.latency import LatencySeries, RequestTimer
@@ -85,6 +92,9 @@ def create_app(
         reading = partial(off_the_loop, store)
         deliveries = Deliveries(store, settings, reading)
         retention = ChangeRetention(store, settings.change_retention_seconds, reading)
+        pruning = None
+        if settings.retention_seconds is not None:
+            pruning = BackgroundRetention(store, settings.retention_seconds)
         reconciliation = None
         if settings.reconcile_every_seconds is not None:
             reconciliation = BackgroundReconciliation(
@@ -103,6 +113,8 @@ def create_app(
         retention.start()
         if reconciliation is not None:
             reconciliation.start()
+        if pruning is not None:
+            pruning.start()
         collector = StoreCollector(store, settings.stuck_age_seconds)
         registry.register(collector)
         app.state.runtime = run = Runtime(
@@ -118,6 +130,8 @@ def create_app(
             run.deadlines.stop()
             orphan_watch.cancel()
             stop_watching()
+            if pruning is not None:
+                await pruning.stop()
             if reconciliation is not None:
                 await reconciliation.stop()
             await retention.stop()
@@ -142,6 +156,10 @@ def create_app(
         Route("/status", reads.status, methods=["GET"]),
         Route("/anomalies", reads.anomalies, methods=["GET"]),
         Route("/quarantine", reads.quarantine, methods=["GET"]),
+        Route("/quarantine", admin.admin(admin.delete_before), methods=["DELETE"]),
+        Route("/quarantine/retry", admin.admin(admin.retry_all), methods=["POST"]),
+        Route("/quarantine/{id}/retry", admin.admin(admin.retry_one), methods=["POST"]),
+        Route("/quarantine/{id}", admin.admin(admin.delete_one), methods=["DELETE"]),
         Route("/changes", feed.changes_page, methods=["GET"]),
         Route("/feed", feed.feed, methods=["GET"]),
         Route("/healthz", reads.healthz, methods=["GET"]),
@@ -149,7 +167,8 @@ def create_app(
         Route("/openapi.json", openapi, methods=["GET"]),
         *_dashboard_routes(),
     ]
-    latency = LatencySeries(request_latency(registry))
+    latency = LatencySeries(request_latency(registry), http_responses(registry))
+    build_info(registry)
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
@@ -178,6 +197,9 @@ def _dashboard_routes() -> list[Route | Mount]:
         Route("/", dashboard.overview, methods=["GET"]),
         Route("/ui/search", dashboard.search, methods=["GET"]),
         Route("/ui/instances", dashboard.instances, methods=["GET"]),
+        Route("/ui/instances.csv", dashboard.instances_csv, methods=["GET"]),
+        Route("/ui/documents.csv", dashboard.documents_csv, methods=["GET"]),
+        Route("/ui/quarantine.csv", dashboard.quarantine_csv, methods=["GET"]),
         Route("/ui/instances/{instance_id}", dashboard.instance, methods=["GET"]),
         Route("/ui/documents", dashboard.documents, methods=["GET"]),
         # :path: a document id is the sender's text and may hold a slash
@@ -185,6 +207,9 @@ def _dashboard_routes() -> list[Route | Mount]:
         Route("/ui/quarantine", dashboard.quarantine, methods=["GET"]),
         Route("/ui/changes", dashboard.changes, methods=["GET"]),
         Route("/ui/quarantine/{body_hash}/body", dashboard.quarantined_body, methods=["GET"]),
+        Route("/ui/quarantine/retry", admin.ui_action, methods=["POST"]),
+        Route("/ui/quarantine/{body_hash}/{verb:str}", admin.ui_action, methods=["POST"]),
+        Route("/ui/admin", admin.ui_admin_login, methods=["POST"]),
         Route("/ui/pulse", dashboard.pulse, methods=["GET"]),
         Route("/ui/feed", feed.dashboard_feed, methods=["GET"]),
         Route("/ui/login", session.login, methods=["GET", "POST"]),

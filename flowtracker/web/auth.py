@@ -12,7 +12,7 @@ from urllib.parse import unquote_plus
 
 from starlette.requests import HTTPConnection
 
-from flowtracker.errors import Unauthorized
+from flowtracker.errors import AdminActionsOff, Unauthorized
 
 # A value runs to the next & (the query parser keeps a ; in it, so the token would too).
 _PARAMETER = re.compile(r"([?&;])([^=&;\s]*)=[^&\s]*")
@@ -33,6 +33,19 @@ def require_callback_token(request: HTTPConnection, token: str | None) -> None:
 def require_read_token(request: HTTPConnection, token: str | None) -> None:
     if token is not None and not _bearer_is(request, token):
         raise Unauthorized("a valid read token is required (Authorization: Bearer)")
+
+
+ADMIN_OFF = ("actions that change data are off over HTTP: set FLOWTRACKER_ADMIN_TOKEN on "
+             "the server to allow them (the command line always has them)")  # fmt: skip
+
+
+def require_admin_token(request: HTTPConnection, token: str | None) -> None:
+    """The quarantine's actions over HTTP: only with FLOWTRACKER_ADMIN_TOKEN set, and only
+    with that token (never the read token)."""
+    if token is None:
+        raise AdminActionsOff(ADMIN_OFF)
+    if not _bearer_is(request, token):
+        raise Unauthorized("a valid admin token is required (Authorization: Bearer)")
 
 
 SESSION_SECONDS = 12 * 3600
@@ -57,23 +70,42 @@ def is_read_token(offered: str, token: str) -> bool:
     return _same(offered, token)
 
 
-def session_cookie(token: str, now: float) -> str:
+ADMIN_COOKIE = "flowtracker_admin"
+ADMIN_SECONDS = 3600  # an admin session of the dashboard: an hour
+
+
+def session_cookie(token: str, now: float, purpose: str = "dashboard session") -> str:
     """`issued.signature`: the time of sign-in, signed with the read token (never the token
-    itself). It expires after SESSION_SECONDS, and a new token ends every session."""
+    itself). It expires after SESSION_SECONDS, and a new token ends every session. The
+    admin session (`purpose` "admin session") is signed with the admin token."""
     issued = str(int(now))
-    return f"{issued}.{_signature(token, issued)}"
+    return f"{issued}.{_signature(token, issued, purpose)}"
 
 
-def valid_session(cookie: str, token: str, now: float) -> bool:
+def valid_session(
+    cookie: str, token: str, now: float, purpose: str = "dashboard session",
+    seconds: float = SESSION_SECONDS,
+) -> bool:  # fmt: skip
     issued, _, signature = cookie.partition(".")
     if not (issued.isascii() and issued.isdigit() and len(issued) <= 12):
         return False
     age = now - int(issued)
-    return -60 <= age < SESSION_SECONDS and _same(signature, _signature(token, issued))
+    return -60 <= age < seconds and _same(signature, _signature(token, issued, purpose))
 
 
-def _signature(token: str, issued: str) -> str:
-    message = b"flowtracker dashboard session " + issued.encode()
+def csrf_token(admin_token: str, cookie: str) -> str:
+    """What a form of the admin session carries: a page of another site can neither read
+    it nor make it (SPEC 14)."""
+    return hmac.new(admin_token.encode("utf-8"), b"flowtracker csrf " + cookie.encode(),
+                    "sha256").hexdigest()  # fmt: skip
+
+
+def valid_csrf(offered: str, admin_token: str, cookie: str) -> bool:
+    return _same(offered, csrf_token(admin_token, cookie))
+
+
+def _signature(token: str, issued: str, purpose: str) -> str:
+    message = f"flowtracker {purpose} {issued}".encode()
     return hmac.new(token.encode("utf-8"), message, "sha256").hexdigest()
 
 

@@ -12,12 +12,26 @@ _MINUTE_NS = 60 * 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
+class Tick:
+    """A mark of the time axis: where (in the SVG's units, and as a percentage of its
+    width) and its label (HH:MM, UTC)."""
+
+    x: float
+    percent: float
+    label: str
+
+
+TICK_MINUTES = 15  # a mark of the time axis every quarter of an hour
+
+
+@dataclass(frozen=True, slots=True)
 class Sparkline:
     minutes: tuple[tuple[str, int], ...]  # (YYYY-MM-DDTHH:MM, callbacks), oldest first
     line: str  # SVG polyline points
     area: str  # the same, closed along the bottom
     total: int
     peak: int
+    ticks: tuple[Tick, ...] = ()
     width: int = WIDTH
     height: int = HEIGHT
 
@@ -41,7 +55,12 @@ def sparkline(received: dict[str, int], now_ns: int) -> Sparkline:
     ]
     line = " ".join(points)
     area = f"0,{HEIGHT} {line} {WIDTH},{HEIGHT}"
-    return Sparkline(minutes, line, area, sum(count for _, count in minutes), peak)
+    ticks = tuple(
+        Tick(round(index * step, 1), round(100 * index / (MINUTES - 1), 2), minute[11:])
+        for index, (minute, _) in enumerate(minutes)
+        if int(minute[14:16]) % TICK_MINUTES == 0
+    )
+    return Sparkline(minutes, line, area, sum(count for _, count in minutes), peak, ticks)
 
 
 def _minute(ns: int) -> str:

@@ -7,17 +7,19 @@ the overview when any callback is taken or request quarantined.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from flowtracker import __version__
 from flowtracker.engine.events import Kind
@@ -28,6 +30,7 @@ from flowtracker.feed import subscriptions
 from flowtracker.reads import changes as feed_changes
 from flowtracker.reads import summaries, views
 from flowtracker.reads.diagram import layout
+from flowtracker.web.admin import admin_state
 from flowtracker.web.charts import first_minute, sparkline
 from flowtracker.web.reads import list_query
 from flowtracker.web.runtime import Runtime, off_the_loop
@@ -38,6 +41,9 @@ from flowtracker.web.templating import HEADERS, path_part, render
 _EVENT_IDENTITY = ("type", "state", "event_created", "mtime", "object_version", "received_at")
 OVERVIEW_ROWS = 10  # stuck instances and anomalies on the overview
 QUARANTINE_PAGE = 20
+# The error codes a request is quarantined with: the filters of the quarantine page.
+QUARANTINE_CODES = ("invalid_json", "invalid_form", "invalid_event", "payload_too_large",
+                    "unsupported_media_type", "request_timeout")  # fmt: skip
 PREVIEW_BYTES = 4096  # of a quarantined body on its page; the rest by its own link
 
 
@@ -81,7 +87,7 @@ def _overview(run: Runtime) -> dict[str, Any]:
         "status": status,
         "stuck": views.quietest(run.store, now, age_ns, OVERVIEW_ROWS + 1),
         "rows": OVERVIEW_ROWS,
-        "stuck_days": round(run.settings.stuck_age_seconds / 86_400, 1),
+        "stuck_age": run.settings.stuck_age_seconds,
         "anomalies": sorted(newest, key=lambda a: a["when"], reverse=True)[:OVERVIEW_ROWS],
         "throughput": sparkline(received, now),
         "pulse": _minute_pulse(pulse, now),
@@ -123,11 +129,101 @@ def _list(request: Request, run: Runtime, kind: Kind) -> Response:
         "stuck_filter": flow,
         "next_url": _with(kept, cursor=found["next"]),
         "first_url": _with(kept) if paging.cursor else None,
+        "csv_url": f"/ui/{'instances' if flow else 'documents'}.csv" + (_with(kept) or ""),
+        "sort": request.query_params.get("sort") or "first_seen",
+        "since": request.query_params.get("since") or "",
+        "until": request.query_params.get("until") or "",
         "pulse": _minute_pulse(pulse, time.time_ns()) if where.received_before else pulse,
         # stuck instances become stuck with time, without a delivery
         "pulse_url": "/ui/pulse?minute=1" if where.received_before else "/ui/pulse",
     }
     return _render(request, run, "list.html", context)
+
+
+CSV_PAGE = 500  # rows read per page of a CSV download
+CSV_COLUMNS = {
+    "flow": ("id", "state", "terminal", "event_count", "anomalies", "first_event_at",
+             "last_event_at", "last_received_at"),
+    "document": ("id", "title", "state", "object_version", "snapshot_count", "anomalies",
+                 "first_event_at", "last_event_at", "last_received_at"),
+    "quarantine": ("id", "code", "message", "source", "content_type", "count", "first_seen",
+                   "last_seen"),
+}  # fmt: skip
+
+
+@signed_in
+async def instances_csv(request: Request, run: Runtime) -> Response:
+    return _csv_list(request, run, "flow")
+
+
+@signed_in
+async def documents_csv(request: Request, run: Runtime) -> Response:
+    return _csv_list(request, run, "document")
+
+
+def _csv_list(request: Request, run: Runtime, kind: Kind) -> Response:
+    """Every subject the list's filters select (not only its page), in its order."""
+    flow = kind == "flow"
+    states = FLOW_STATES if flow else (DOCUMENT_NEW, *DOCUMENT_STATES)
+    try:
+        where, _ = list_query(request, states, run, stuck=flow)
+    except FlowtrackerError as error:
+        return _render(request, run, "error.html", {"error": error}, status=error.status)
+    query = (request.query_params.get("q") or "").strip()
+    where = replace(where, id_prefix=(query.lower() if flow else query) or None)
+    read = views.instances if flow else views.documents
+
+    def pages() -> Iterator[dict[str, Any]]:
+        cursor = None
+        while True:
+            found = read(run.store, where, views.Page(CSV_PAGE, cursor))
+            yield from found["items"]
+            if (cursor := found["next"]) is None:
+                return
+
+    return _csv(pages(), CSV_COLUMNS[kind], "instances" if flow else "documents")
+
+
+@signed_in
+async def quarantine_csv(request: Request, run: Runtime) -> Response:
+    code = request.query_params.get("code") or None
+
+    def rows() -> Iterator[dict[str, Any]]:
+        cursor = None
+        while True:
+            found = views.quarantine(run.store, views.Page(CSV_PAGE, cursor), 0, code)
+            for item in found["items"]:
+                yield {**item, "code": item["error"]["code"], "message": item["error"]["message"]}
+            if (cursor := found["next"]) is None:
+                return
+
+    return _csv(rows(), CSV_COLUMNS["quarantine"], "quarantine")
+
+
+def _csv(rows: Iterator[dict[str, Any]], columns: tuple[str, ...], name: str) -> Response:
+    """A download of `rows`, streamed (a list may be long); read on a thread page by page.
+    A cell that a spreadsheet would take for a formula is written with a leading quote."""
+
+    def lines() -> Iterator[str]:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_cell(row.get(column)) for column in columns])
+            if out.tell() > 64 * 1024:
+                yield out.getvalue()
+                out.seek(0)
+                out.truncate()
+        yield out.getvalue()
+
+    headers = {**HEADERS, "Content-Disposition": f'attachment; filename="{name}.csv"'}
+    return StreamingResponse(lines(), media_type="text/csv; charset=utf-8", headers=headers)
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return "" if value is None else value
 
 
 @page
@@ -195,13 +291,20 @@ def _subject(request: Request, run: Runtime, kind: Kind, subject_id: str) -> Res
 @page
 def quarantine(request: Request, run: Runtime) -> Response:
     cursor = request.query_params.get("cursor") or None
+    code = request.query_params.get("code") or None
     paging = views.Page(QUARANTINE_PAGE, cursor)
-    found, pulse = _read_with_pulse(run, None, views.quarantine, paging, PREVIEW_BYTES)
+    found, pulse = _read_with_pulse(
+        run, None, partial(views.quarantine, code=code), paging, PREVIEW_BYTES
+    )
     context = {
         "section": "quarantine",
         "page": found,
         "preview": PREVIEW_BYTES,
-        "next_url": _with({}, cursor=found["next"]),
+        "code": code,
+        "codes": QUARANTINE_CODES,
+        "admin": admin_state(request, run),
+        "done": request.query_params.get("done"),
+        "next_url": _with({"code": code} if code else {}, cursor=found["next"]),
         "first_url": "?" if cursor else None,
         "pulse": pulse,
         "pulse_url": "/ui/pulse",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from time import perf_counter
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _CONVERTOR = re.compile(r":\w+}")
@@ -16,11 +16,16 @@ class LatencySeries:
     """The latency histogram's series by (route template, method, status class), made once
     each: `labels()` validates and locks, which is too slow for every request."""
 
-    def __init__(self, histogram: Histogram) -> None:
-        self.histogram = histogram
+    def __init__(self, histogram: Histogram, responses: Counter) -> None:
+        self.histogram, self.responses = histogram, responses
         self._series: dict[tuple[str, str, int], Histogram] = {}
+        self._answers: dict[int, Counter] = {}  # the responses counter's series, by status
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        answers = self._answers.get(status)
+        if answers is None:
+            answers = self._answers[status] = self.responses.labels(str(status))
+        answers.inc()
         method = method if method in _METHODS else "other"
         key = (route, method, status // 100)
         series = self._series.get(key)

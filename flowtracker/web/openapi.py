@@ -17,9 +17,12 @@ def _errors(*statuses: int) -> dict[str, JSON]:
     words = {
         400: "The body cannot be parsed (invalid_json, invalid_form); kept in quarantine",
         401: "The token is missing or wrong (unauthorized)",
+        403: "Actions that change data are off: no FLOWTRACKER_ADMIN_TOKEN (admin_actions_off)",
         404: "No such instance, document or path (not_found)",
         408: "The body did not arrive in time (request_timeout); kept in quarantine",
-        410: "The cursor is older than the changes kept (cursor_expired): resynchronise",
+        410: "Gone: the cursor is older than the changes kept (cursor_expired: "
+        "resynchronise), or the subject was pruned by retention (pruned: `details` holds "
+        "its final state)",
         413: "The body is over the limit (payload_too_large); kept in quarantine",
         415: "A content type that cannot carry the callback; kept in quarantine",
         422: "Not a valid callback (invalid_event) or query (invalid_query)",
@@ -38,6 +41,23 @@ def _parameter(name: str, schema: JSON, where: str = "query", description: str =
     }
 
 
+ACTIVITY = [
+    _parameter(
+        "sort",
+        {"enum": ["first_seen", "last_activity"], "default": "first_seen"},
+        description="first seen (oldest first), or the last callback received first",
+    ),
+    _parameter(
+        "since",
+        {"type": "string"},
+        description="the last callback received at or after (a date or RFC 3339)",
+    ),
+    _parameter(
+        "until",
+        {"type": "string"},
+        description="the last callback received before (a date: to its end)",
+    ),
+]
 PAGE = [
     _parameter("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50}),
     _parameter("cursor", {"type": "string"}, description="`next` of the previous page"),
@@ -79,12 +99,33 @@ def _callback(summary: str, content: JSON) -> JSON:
                     description="The callback token, if not sent in a header",
                 )
             ],
-            "security": [{}, {"token": []}, {"basic": []}, {"read": []}],
+            # The callback token, in any of its three places; never the read token.
+            "security": [
+                {},
+                {"callback_query": []},
+                {"callback_basic": []},
+                {"callback_bearer": []},
+            ],
             "responses": {
                 "200": _json_response("Stored (whatever its outcome)", ref("Receipt")),
                 **_errors(400, 401, 408, 413, 415, 422, 503),
             },
         }
+    }
+
+
+QUARANTINE_ID = _parameter("id", {"type": "string"}, "path")
+
+
+def _admin(summary: str, parameters: list[JSON], schema: str, *errors: int) -> JSON:
+    return {
+        "summary": summary + " (needs the admin token)",
+        "parameters": parameters,
+        "security": [{"admin": []}],
+        "responses": {
+            "200": _json_response("Done", ref(schema)),
+            **_errors(401, 403, *errors, 503),
+        },
     }
 
 
@@ -94,11 +135,13 @@ def openapi_document() -> JSON:
         _parameter("state", {"enum": list(FLOW_STATES)}),
         _parameter("anomalous", {"type": "boolean"}, description="only with anomalies"),
         _parameter("stuck", {"type": "boolean"}, description="in progress and quiet too long"),
+        *ACTIVITY,
         *PAGE,
     ]
     document_filters = [
         _parameter("state", {"enum": [DOCUMENT_NEW, *DOCUMENT_STATES]}),
         _parameter("anomalous", {"type": "boolean"}),
+        *ACTIVITY,
         *PAGE,
     ]
     return {
@@ -126,6 +169,7 @@ def openapi_document() -> JSON:
                 "Instance",
                 [_parameter("instance_id", {"type": "string"}, "path")],
                 404,
+                410,
             ),
             "/documents": _read("Documents", "DocumentPage", document_filters, 422),
             "/documents/{document_id}": _read(
@@ -133,12 +177,49 @@ def openapi_document() -> JSON:
                 "Document",
                 [_parameter("document_id", {"type": "string"}, "path")],
                 404,
+                410,
             ),
             "/status": _read("Totals for an operator", "Status", []),
             "/anomalies": _read("Newest illegal, late and quarantined", "Anomalies", PAGE[:1], 422),
-            "/quarantine": _read(
-                "Malformed requests kept, newest first", "QuarantinePage", PAGE, 422
-            ),
+            "/quarantine": {
+                **_read(
+                    "Malformed requests kept, newest first",
+                    "QuarantinePage",
+                    [
+                        *PAGE,
+                        _parameter(
+                            "code",
+                            {"type": "string"},
+                            description="only those refused with this error code",
+                        ),
+                    ],
+                    422,
+                ),
+                "delete": _admin(
+                    "Delete the kept requests last seen before a time",
+                    [_parameter("before", {"type": "string"}, description="a date or RFC 3339")],
+                    "Deleted",
+                    422,
+                ),
+            },
+            "/quarantine/retry": {
+                "post": _admin(
+                    "Run every kept request through the pipeline again (of one code)",
+                    [_parameter("code", {"type": "string"})],
+                    "Retried",
+                )
+            },
+            "/quarantine/{id}/retry": {
+                "post": _admin(
+                    "Run one kept request through the pipeline again",
+                    [QUARANTINE_ID],
+                    "Retried",
+                    404,
+                )
+            },
+            "/quarantine/{id}": {
+                "delete": _admin("Delete one kept request", [QUARANTINE_ID], "Deleted", 404)
+            },
             "/changes": _read(
                 "Changes after a cursor, oldest first (the change feed as pages)",
                 "ChangePage",
@@ -201,13 +282,33 @@ def openapi_document() -> JSON:
         "components": {
             "schemas": schemas(),
             "securitySchemes": {
-                "token": {"type": "apiKey", "in": "query", "name": "token"},
-                "basic": {
+                "callback_query": {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "token",
+                    "description": "The callback token (FLOWTRACKER_CALLBACK_TOKEN)",
+                },
+                "callback_basic": {
                     "type": "http",
                     "scheme": "basic",
-                    "description": "The callback token as the password",
+                    "description": "The callback token as the password (any user name)",
                 },
-                "read": {"type": "http", "scheme": "bearer"},
+                "callback_bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The callback token (FLOWTRACKER_CALLBACK_TOKEN)",
+                },
+                "read": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The read token (FLOWTRACKER_READ_TOKEN)",
+                },
+                "admin": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The admin token (FLOWTRACKER_ADMIN_TOKEN): the "
+                    "quarantine's actions; off when none is set (403 admin_actions_off)",
+                },
             },
         },
     }

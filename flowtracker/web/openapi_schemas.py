@@ -179,6 +179,7 @@ def schemas() -> JSON:
                 "callbacks": counts,
                 "out_of_order": {"type": "integer"},
                 "quarantined": {"type": "integer"},
+                "pruned": _object({"flow": {"type": "integer"}, "document": {"type": "integer"}}),
                 "instances": counts,
                 "documents": counts,
                 "stuck": {"type": "integer"},
@@ -193,6 +194,13 @@ def schemas() -> JSON:
         ),
         "Quarantined": quarantined,
         "QuarantinePage": page("Quarantined"),
+        "Retried": _object(
+            {
+                "accepted": {"type": "array", "items": {"type": "object"}},
+                "refused": {"type": "array", "items": {"type": "object"}},
+            }
+        ),
+        "Deleted": _object({"deleted": {"type": "integer"}}),
         "Health": _object({"status": {"enum": ["ok"]}}),
         "Change": _object(
             {

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from flowtracker import __version__
 from flowtracker.engine.lifecycles import DOCUMENT_NEW, DOCUMENT_STATES, FLOW_STATES
+from flowtracker.engine.timestamps import moment
 from flowtracker.errors import InvalidQuery, StorageUnavailable
 from flowtracker.reads import summaries, views
 from flowtracker.store.protocol import SubjectFilter
@@ -88,7 +89,8 @@ def anomalies(request: Request, run: Runtime) -> JSONResponse:
 
 @reading
 def quarantine(request: Request, run: Runtime) -> JSONResponse:
-    return FastJSON(views.quarantine(run.store, _page(request)))
+    code = request.query_params.get("code") or None
+    return FastJSON(views.quarantine(run.store, _page(request), code=code))
 
 
 async def metrics(request: Request) -> Response:
@@ -145,12 +147,29 @@ def list_query(
         flags[name] = _BOOLEANS.get(query.get(name, "false").lower())
         if flags[name] is None:
             problems[name] = "must be true or false"
+    sort = query.get("sort") or "first_seen"
+    if sort not in SORTS:
+        problems["sort"] = f"must be one of {', '.join(SORTS)}"
+    times: dict[str, str | None] = {}
+    for name in ("since", "until"):
+        try:
+            raw = query.get(name)
+            times[name] = moment(raw, name, end_of_day=name == "until") if raw else None
+        except InvalidQuery as error:
+            problems.update(error.details)
     page = _page(request, problems)
     received_before = None
     if flags.get("stuck"):
         age_ns = run.settings.stuck_age_seconds * 1_000_000_000
         received_before = views.stuck_filter(time.time_ns(), age_ns).received_before
     where = SubjectFilter(
-        state=state, anomalous=bool(flags["anomalous"]), received_before=received_before
-    )
+        state=state, anomalous=bool(flags["anomalous"]), received_before=received_before,
+        received_since=times["since"], received_until=times["until"],
+        by_activity=sort == "last_activity",
+    )  # fmt: skip
     return where, page
+
+
+# How a list is ordered: as first seen (the oldest first), or by the last callback
+# received (the latest first).
+SORTS = ("first_seen", "last_activity")

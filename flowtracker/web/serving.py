@@ -4,9 +4,11 @@ workers, uvicorn's options, and the logging configuration of every process."""
 from __future__ import annotations
 
 import copy
+import fcntl
 import os
+import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
@@ -31,6 +33,35 @@ class ServeOptions:
     access_log: bool = True
     callback_log: bool = False  # a line per callback taken; refusals are logged anyway
     writer_process: bool = True  # else each worker commits on a thread of its own
+
+
+def check_listen(host: str, port: int) -> None:
+    """Raise `OSError` (its message naming the address) unless this process could listen
+    on `host:port` now: before `serve` opens, creates or migrates a database (SPEC 14).
+    The socket is made as uvicorn makes its own (IPv6 only for a host with a colon)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family=family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise OSError(f"cannot listen on {host}:{port}: {reason}") from None
+
+
+def claim(db_path: str) -> tuple[IO[str] | None, bool]:
+    """Mark a SQLite file as served by this process (a shared lock on `FILE.serving`, held
+    while the returned file is open); whether another process serves it already."""
+    if "://" in db_path:  # PostgreSQL: several receivers on one database is the design
+        return None, False
+    mark = open(db_path + ".serving", "a")  # noqa: SIM115 (held for the life of `serve`)
+    try:
+        fcntl.flock(mark, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        shared = False
+    except BlockingIOError:
+        shared = True
+    fcntl.flock(mark, fcntl.LOCK_SH)
+    return mark, shared
 
 
 def run(settings: Settings, options: ServeOptions) -> None:

@@ -37,6 +37,7 @@ def templates() -> Jinja2Templates:
     env.filters["when"] = when
     env.filters["short_id"] = short_id
     env.filters["path_part"] = path_part
+    env.filters["duration"] = duration
     env.globals["version"] = __version__
     return Jinja2Templates(env=env)
 
@@ -65,6 +66,17 @@ def when(value: str | None, short: bool = False) -> str:
         return moment.strftime("%m-%d %H:%M:%S")
     milliseconds = ns // 1_000_000 % 1000
     return f"{moment:%Y-%m-%d %H:%M:%S}" + (f".{milliseconds:03d}" if milliseconds else "")
+
+
+def duration(seconds: float) -> str:
+    """A span of time in words, in the largest unit that keeps it readable: "45 s",
+    "20 min", "3 h", "1.5 h", "7 days" (never "0.0 days")."""
+    for unit, size, more in (("days", 86_400, 2), ("h", 3_600, 2), ("min", 60, 2)):
+        if seconds >= size * more or (seconds >= size and seconds % size == 0):
+            amount = round(seconds / size, 1)
+            shown = f"{amount:g}"
+            return f"{shown} {'day' if unit == 'days' and shown == '1' else unit}"
+    return f"{seconds:g} s"
 
 
 def short_id(value: str) -> str:

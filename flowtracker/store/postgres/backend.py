@@ -21,11 +21,12 @@ from flowtracker.store.postgres.connection import Connections
 from flowtracker.store.postgres.listening import Listener
 from flowtracker.store.postgres.transaction import SHARDED, PostgresTransaction, quarantine
 from flowtracker.store.protocol import Quarantined
+from flowtracker.store.pruning import TombstoneReads
 from flowtracker.store.reading import QueryReads
 from flowtracker.store.tables import COPIED, LAST_CALLBACK
 
 
-class PostgresStore(QueryReads, FeedStatements):
+class PostgresStore(QueryReads, FeedStatements, TombstoneReads):
     """A flowtracker database on PostgreSQL (see `Connections` for `access`)."""
 
     queries = queries
@@ -88,6 +89,11 @@ class PostgresStore(QueryReads, FeedStatements):
                 (*(() if after is None else (after,)), limit),
             )
             return [dict(zip(columns, row, strict=True)) for row in found]
+
+    def reclaim(self) -> str:
+        return ("PostgreSQL's autovacuum makes the space of the removed rows reusable for "
+                "new ones; VACUUM FULL (which locks the tables while it runs) would give it "
+                "back to the file system")  # fmt: skip
 
     def ping(self) -> None:
         """Read, and commit a write as large as a big callback (64 KiB, one row per

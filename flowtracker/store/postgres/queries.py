@@ -14,7 +14,7 @@ from psycopg.rows import tuple_row
 
 from flowtracker.engine.events import Kind
 from flowtracker.store.postgres.connection import Connection
-from flowtracker.store.protocol import SubjectFilter
+from flowtracker.store.protocol import ActivityKey, SubjectFilter
 from flowtracker.store.rows import AnomalyRow, EventRow, QuarantineRow, SubjectRow, Totals
 from flowtracker.store.tables import (
     EVENT_COLUMNS,
@@ -62,9 +62,9 @@ def subject_history(
 
 
 def list_subjects(
-    conn: Connection, kind: Kind, where: SubjectFilter, after: int | None, limit: int
+    conn: Connection, kind: Kind, where: SubjectFilter, after: int | ActivityKey | None, limit: int
 ) -> list[SubjectRow]:
-    clauses, params = ["seq > %s"], list[object]([after or 0])
+    clauses, params, order = _order(where, after)
     if where.state is not None:
         clauses.append("state = %s")
         params.append(where.state)
@@ -80,10 +80,32 @@ def list_subjects(
         clauses.append("id >= %s AND id < %s")
         params += [where.id_prefix, where.id_prefix + "\U0010ffff"]
     rows = conn.execute(
-        f"SELECT * FROM {SUBJECTS[kind]} WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT %s",
+        f"SELECT * FROM {SUBJECTS[kind]} WHERE {' AND '.join(clauses)} ORDER BY {order} LIMIT %s",
         (*params, limit),
     )
     return [subject_row(kind, row) for row in rows]
+
+
+def _order(
+    where: SubjectFilter, after: int | ActivityKey | None
+) -> tuple[list[str], list[object], str]:
+    """The keyset clause, the time range's and the order of a list (as on SQLite)."""
+    clauses: list[str] = []
+    params: list[object] = []
+    if where.received_since is not None:
+        clauses.append("received_hour >= %s AND last_received_at >= %s")
+        params += [hour(where.received_since), where.received_since]
+    if where.received_until is not None:
+        clauses.append("received_hour <= %s AND last_received_at < %s")
+        params += [hour(where.received_until), where.received_until]
+    if not where.by_activity:
+        assert not isinstance(after, tuple)
+        return ["seq > %s", *clauses], [after or 0, *params], "seq"
+    clauses.append("received_hour IS NOT NULL")
+    if isinstance(after, tuple):
+        clauses.append("(received_hour, last_received_at, seq) < (%s, %s, %s)")
+        params += list(after)
+    return clauses, params, "received_hour DESC, last_received_at DESC, seq DESC"
 
 
 def id_match(conn: Connection, kind: Kind, prefix: str) -> Literal["whole", "prefix"] | None:
@@ -124,15 +146,23 @@ def totals(conn: Connection, stuck_before: str) -> Totals:
 
 
 def quarantined(
-    conn: Connection, before: tuple[str, str] | None, limit: int, body_limit: int | None
-) -> list[QuarantineRow]:
-    where = "WHERE (last_seen, body_hash) < (%s, %s)" if before else ""
+    conn: Connection, before: tuple[str, str] | None, limit: int, body_limit: int | None,
+    code: str | None = None, body_hash: str | None = None,
+) -> list[QuarantineRow]:  # fmt: skip
+    tests = [("(last_seen, body_hash) < (%s, %s)", before or ()),
+             ("(error::jsonb ->> 'code') = %s", (code,) if code is not None else ()),
+             # an id's start: hexadecimal digits, all below "g"
+             ("body_hash >= %s AND body_hash < %s",
+              (body_hash, body_hash + "g") if body_hash is not None else ())]  # fmt: skip
+    chosen = [(test, values) for test, values in tests if values]
+    where = ("WHERE " + " AND ".join(test for test, _ in chosen)) if chosen else ""
+    params = [value for _, values in chosen for value in values]
     body = "body" if body_limit is None else f"substring(body from 1 for {int(body_limit)})"
     rows = conn.cursor(row_factory=tuple_row).execute(
         f"SELECT body_hash, {body}, length(body), content_type, error, source, first_seen, "
         f"last_seen, count FROM quarantine {where} "
         "ORDER BY last_seen DESC, body_hash DESC LIMIT %s",
-        (*(before or ()), limit),
+        (*params, limit),
     )
     return [
         QuarantineRow(r[0], bytes(r[1]), r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8])

@@ -15,7 +15,13 @@ from typing import Any
 import psycopg
 
 from flowtracker.errors import UnusableDatabase
-from flowtracker.store.tables import CHANGE_FEED, LAST_CALLBACK, RECONCILIATION
+from flowtracker.store.tables import (
+    ACTIVITY_ORDER,
+    CHANGE_FEED,
+    LAST_CALLBACK,
+    RECONCILIATION,
+    RETENTION,
+)
 
 SHARDS = 16  # counter rows per name: concurrent transactions seldom meet on one
 MIGRATIONS_TABLE = "flowtracker_migrations"
@@ -91,6 +97,8 @@ MIGRATIONS: dict[str, str] = {
     "p002_change_feed": CHANGE_FEED.format(bigint="bigint", boolean="boolean",
                                            text='text COLLATE "C"'),
     "p003_reconciliation": RECONCILIATION.format(bigint="bigint", text='text COLLATE "C"'),
+    "p004_retention": RETENTION.format(bigint="bigint", text='text COLLATE "C"'),
+    "p005_activity_order": ACTIVITY_ORDER,
 }  # fmt: skip
 
 # Totals for /status, computed again from the tables (`rebuild`), into shard 0. The
@@ -101,9 +109,9 @@ RECOUNT = (
     f"AND name <> '{LAST_CALLBACK}'",
     *(
         statement
-        for kind, events, subjects in (
-            ("flow", "flow_events", "instances"),
-            ("document", "document_snapshots", "documents"),
+        for kind, events, subjects, tombstones in (
+            ("flow", "flow_events", "instances", "instance_tombstones"),
+            ("document", "document_snapshots", "documents", "document_tombstones"),
         )
         for statement in (
             f"INSERT INTO counters SELECT '{kind}.outcome.' || outcome, 0, COUNT(*) "
@@ -114,6 +122,7 @@ RECOUNT = (
             f"COUNT(*) FILTER (WHERE out_of_order) FROM {events}",
             f"INSERT INTO counters SELECT '{kind}.state.' || state, 0, COUNT(*) "
             f"FROM {subjects} GROUP BY state",
+            f"INSERT INTO counters SELECT '{kind}.pruned', 0, COUNT(*) FROM {tombstones}",
         )
     ),
     "INSERT INTO counters SELECT 'quarantine.rows', 0, COUNT(*) FROM quarantine",

@@ -24,6 +24,7 @@ from flowtracker.engine.timestamps import format_ns
 from flowtracker.store.postgres.connection import Connection
 from flowtracker.store.postgres.schema import RECOUNT, SHARDS
 from flowtracker.store.protocol import Quarantined
+from flowtracker.store.pruning import PruneStatements
 from flowtracker.store.tables import (
     BOOLEAN_COLUMNS,
     CHANGE_COLUMNS,
@@ -38,6 +39,7 @@ from flowtracker.store.tables import (
     OWNER,
     REPLACED,
     SUBJECTS,
+    NamedRow,
     change_values,
     deliveries,
     event_key,
@@ -86,7 +88,7 @@ def lock_key(kind: Kind, subject_id: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-class PostgresTransaction:
+class PostgresTransaction(PruneStatements):
     """Reads and writes inside one open READ COMMITTED transaction."""
 
     def __init__(self, conn: Connection) -> None:
@@ -238,6 +240,28 @@ class PostgresTransaction:
         )
         self.conn.execute("SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, str(last)))
         return last
+
+    # The helpers of `PruneStatements` --------------------------------------------------
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[NamedRow]:
+        cursor = self.conn.execute(sql.replace("?", "%s").encode(), params)
+        # In pipeline mode a result is there only once fetched: ask only for those of reads.
+        reads = sql.startswith("SELECT") or " RETURNING " in sql
+        return list(cursor.fetchall()) if reads else []
+
+    def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.conn.cursor().executemany(sql.replace("?", "%s").encode(), rows)
+
+    def _one_of(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        return f"{column} = ANY(?)", [list(values)]
+
+    def _events_of(self, kind: Kind, subjects: Sequence[NamedRow]) -> tuple[str, list[Any]]:
+        return self._one_of(OWNER[kind], [row["id"] for row in subjects])
+
+    def _delete_events(self, kind: Kind, subjects: Sequence[NamedRow]) -> None:
+        where, params = self._events_of(kind, subjects)
+        self._rows(f"DELETE FROM {EVENTS[kind]} WHERE {where}", params)
 
 
 def quarantine(conn: Connection, item: Quarantined, at: str) -> None:

@@ -15,14 +15,19 @@ from flowtracker.settings import Durability
 from flowtracker.store.feeding import FeedStatements
 from flowtracker.store.opening import Access
 from flowtracker.store.protocol import Quarantined
+from flowtracker.store.pruning import TombstoneReads
 from flowtracker.store.reading import QueryReads
 from flowtracker.store.sqlite import queries
 from flowtracker.store.sqlite.connection import CHECKPOINT_SECONDS, Connections, translated
 from flowtracker.store.sqlite.transaction import SQLiteTransaction, quarantine
 from flowtracker.store.tables import COPIED
 
+INCREMENTAL = 2  # PRAGMA auto_vacuum's value for incremental vacuum
+VACUUM_PAGES = 500  # pages given back per transaction (2 MiB of 4 KiB pages): callbacks
+# wait for each, about a tenth of a second
 
-class SQLiteStore(QueryReads, FeedStatements):
+
+class SQLiteStore(QueryReads, FeedStatements, TombstoneReads):
     """A flowtracker database in one SQLite file (see `Connections` for `access`)."""
 
     queries = queries
@@ -84,6 +89,26 @@ class SQLiteStore(QueryReads, FeedStatements):
                 (*(() if after is None else (after,)), limit),
             )
         return [dict(zip(columns, row, strict=True)) for row in found]
+
+    def reclaim(self) -> str:
+        """Incremental vacuum, in short write transactions: the file's free pages go back
+        to the file system. A file made before flowtracker turned it on keeps them for
+        new rows (changing that rewrites the whole file, with the server stopped)."""
+        with self.connections.reading() as read:
+            mode, page = read("PRAGMA auto_vacuum")[0][0], read("PRAGMA page_size")[0][0]
+            free = read("PRAGMA freelist_count")[0][0]
+        if mode != INCREMENTAL:
+            return (f"{free * page / 2**20:.1f} MiB of {self.path} are free and will hold new "
+                    "events; this file was made before incremental vacuum: to give the space "
+                    f"back, stop the server and run `sqlite3 {self.path} 'PRAGMA auto_vacuum "
+                    "= INCREMENTAL; VACUUM'` once")  # fmt: skip
+        given = 0
+        while free:
+            with translated("give space back"), self.connections.write() as conn:
+                conn.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES})").fetchall()
+                left = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            given, free = given + free - left, (left if left < free else 0)
+        return f"{given * page / 2**20:.1f} MiB of {self.path} given back to the file system"
 
     def ping(self) -> None:
         """Read, and commit a write as large as a big callback (64 KiB, always the same

@@ -75,6 +75,9 @@ class Connections:
         self._process_lock = ProcessLock(self.path + ".lock", self._busy_timeout_ms / 1000)
         with translated("open the database"):
             self._writer = self._connect()
+            # Before anything is written to a new file (this does nothing to an existing
+            # one): the pages `prune` frees can then be given back (SPEC 14).
+            self._writer.execute("PRAGMA auto_vacuum = INCREMENTAL")
             self._writer.execute("PRAGMA journal_mode = WAL")
             self._writer.execute(f"PRAGMA synchronous = {durability.upper()}")
             # The checkpointer thread copies the WAL back; SQLite's own checkpoint, which

@@ -7,10 +7,11 @@ names come from the fixed mappings of `transaction`, never from input.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Literal
 
 from flowtracker.engine.events import Kind
-from flowtracker.store.protocol import SubjectFilter
+from flowtracker.store.protocol import ActivityKey, SubjectFilter
 from flowtracker.store.rows import AnomalyRow, EventRow, QuarantineRow, SubjectRow, Totals
 from flowtracker.store.sqlite.connection import Reader
 from flowtracker.store.sqlite.transaction import events_of
@@ -54,7 +55,7 @@ def subject_history(
 
 
 def list_subjects(
-    read: Reader, kind: Kind, where: SubjectFilter, after: int | None, limit: int
+    read: Reader, kind: Kind, where: SubjectFilter, after: int | ActivityKey | None, limit: int
 ) -> list[SubjectRow]:
     # In `seq` order, on an index for each filter: (state, seq), the partial index of
     # anomalous subjects, or `seq` alone. An id prefix's range on the primary key is
@@ -63,8 +64,7 @@ def list_subjects(
     def term(column: str) -> str:
         return f"+{column}" if where.id_prefix else column
 
-    clauses = [f"{term('seq')} > ?"]
-    params: list[int | str] = [after or 0]
+    clauses, params, order = _order(where, after, term)
     if where.state is not None:
         clauses.append(f"{term('state')} = ?")
         params.append(where.state)
@@ -82,8 +82,33 @@ def list_subjects(
     if where.id_prefix:  # a range on the primary key, not a LIKE scan
         clauses.append("id >= ? AND id < ?")
         params += [where.id_prefix, where.id_prefix + "\U0010ffff"]
-    sql = f"SELECT * FROM {SUBJECTS[kind]} WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?"
+    sql = f"SELECT * FROM {SUBJECTS[kind]} WHERE {' AND '.join(clauses)} ORDER BY {order} LIMIT ?"
     return [subject_row(kind, row) for row in read(sql, (*params, limit))]
+
+
+def _order(
+    where: SubjectFilter, after: int | ActivityKey | None, term: Callable[[str], str]
+) -> tuple[list[str], list[int | str], str]:
+    """The keyset clause, the time range's and the order of a list: by `seq`, or by the
+    last receipt (on the received_hour index, m014: an entry that moves once an hour;
+    the exact time sorts the subjects of an hour)."""
+    clauses: list[str] = []
+    params: list[int | str] = []
+    if where.received_since is not None:
+        clauses.append(f"{term('received_hour')} >= ? AND {term('last_received_at')} >= ?")
+        params += [_hour(where.received_since), where.received_since]
+    if where.received_until is not None:
+        clauses.append(f"{term('received_hour')} <= ? AND {term('last_received_at')} < ?")
+        params += [_hour(where.received_until), where.received_until]
+    if not where.by_activity:
+        assert not isinstance(after, tuple)
+        return [f"{term('seq')} > ?", *clauses], [after or 0, *params], "seq"
+    clauses.append(f"{term('received_hour')} IS NOT NULL")
+    if isinstance(after, tuple):
+        clauses.append(f"({term('received_hour')}, {term('last_received_at')}, {term('seq')}) "
+                       "< (?, ?, ?)")  # fmt: skip
+        params += list(after)
+    return clauses, params, "received_hour DESC, last_received_at DESC, seq DESC"
 
 
 def id_match(read: Reader, kind: Kind, prefix: str) -> Literal["whole", "prefix"] | None:
@@ -121,15 +146,23 @@ def totals(read: Reader, stuck_before: str) -> Totals:
 
 
 def quarantined(
-    read: Reader, before: tuple[str, str] | None, limit: int, body_limit: int | None
-) -> list[QuarantineRow]:
-    where = "WHERE (last_seen, body_hash) < (?, ?)" if before else ""
+    read: Reader, before: tuple[str, str] | None, limit: int, body_limit: int | None,
+    code: str | None = None, body_hash: str | None = None,
+) -> list[QuarantineRow]:  # fmt: skip
+    tests = [("(last_seen, body_hash) < (?, ?)", before or ()),
+             ("json_extract(error, '$.code') = ?", (code,) if code is not None else ()),
+             # an id's start: hexadecimal digits, all below "g"
+             ("body_hash >= ? AND body_hash < ?",
+              (body_hash, body_hash + "g") if body_hash is not None else ())]  # fmt: skip
+    chosen = [(test, values) for test, values in tests if values]
+    where = ("WHERE " + " AND ".join(test for test, _ in chosen)) if chosen else ""
+    params = [value for _, values in chosen for value in values]
     body = "body" if body_limit is None else f"substr(body, 1, {int(body_limit)})"
     rows = read(
         f"SELECT body_hash, {body}, length(body), content_type, error, source, first_seen, "
         f"last_seen, count FROM quarantine {where} "
         "ORDER BY last_seen DESC, body_hash DESC LIMIT ?",
-        (*(before or ()), limit),
+        (*params, limit),
     )
     return [
         QuarantineRow(r[0], bytes(r[1]), r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8])

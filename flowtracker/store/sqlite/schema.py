@@ -9,7 +9,14 @@ from sqlite_utils.migrations import Migrations
 
 from flowtracker.engine.timestamps import canonical, parse_timestamp
 from flowtracker.errors import UnusableDatabase
-from flowtracker.store.tables import CHANGE_FEED, HOUR_NS, LAST_CALLBACK, RECONCILIATION
+from flowtracker.store.tables import (
+    ACTIVITY_ORDER,
+    CHANGE_FEED,
+    HOUR_NS,
+    LAST_CALLBACK,
+    RECONCILIATION,
+    RETENTION,
+)
 
 migrations = Migrations("flowtracker")
 
@@ -181,9 +188,9 @@ RECOUNT = (
     f"AND name <> '{LAST_CALLBACK}'",
     *(
         statement
-        for kind, events, subjects in (
-            ("flow", "flow_events", "instances"),
-            ("document", "document_snapshots", "documents"),
+        for kind, events, subjects, tombstones in (
+            ("flow", "flow_events", "instances", "instance_tombstones"),
+            ("document", "document_snapshots", "documents", "document_tombstones"),
         )
         for statement in (
             f"INSERT INTO counters SELECT '{kind}.outcome.' || outcome, COUNT(*) FROM {events} "
@@ -196,6 +203,7 @@ RECOUNT = (
             f"FROM {events}",
             f"INSERT INTO counters SELECT '{kind}.state.' || state, COUNT(*) FROM {subjects} "
             "GROUP BY state",
+            f"INSERT INTO counters SELECT '{kind}.pruned', COUNT(*) FROM {tombstones}",
         )
     ),
     "INSERT INTO counters SELECT 'quarantine.rows', COUNT(*) FROM quarantine",
@@ -207,7 +215,8 @@ RECOUNT = (
 def m002_counters(db: Database) -> None:
     db.table("counters").create({"name": str, "value": int}, pk="name", not_null={"value"})
     for statement in RECOUNT:
-        db.execute(statement)
+        if "_tombstones" not in statement:  # their tables come with m013, with none in them
+            db.execute(statement)
 
 
 @migrations()
@@ -377,3 +386,16 @@ def m012_reconciliation(db: Database) -> None:
     # them, so the pipeline refolds it) and keeps the time Scrive last answered 404. The
     # lease lets one receiver at a time run the background pass.
     db.executescript(RECONCILIATION.format(bigint="INTEGER", text="TEXT"))
+
+
+@migrations()
+def m013_retention(db: Database) -> None:
+    # What `flowtracker prune` leaves of a subject it removes (SPEC 14): its final state,
+    # so that a late callback is ignored and a read answers 410, never a new subject.
+    db.executescript(RETENTION.format(bigint="INTEGER", text="TEXT"))
+
+
+@migrations()
+def m014_activity_order(db: Database) -> None:
+    # Lists ordered by last activity, and filtered by a time range of it (the dashboard).
+    db.executescript(ACTIVITY_ORDER)

@@ -17,6 +17,7 @@ from flowtracker.engine.events import Callback, Kind
 from flowtracker.engine.records import Change, Entry, Subject
 from flowtracker.engine.timestamps import format_ns
 from flowtracker.store.protocol import Quarantined
+from flowtracker.store.pruning import PruneStatements
 from flowtracker.store.sqlite.schema import RECOUNT
 from flowtracker.store.tables import (
     CHANGE_COLUMNS,
@@ -32,6 +33,7 @@ from flowtracker.store.tables import (
     REPLACED,
     SUBJECT_COLUMNS,
     SUBJECTS,
+    NamedRow,
     change_values,
     deliveries,
     event_key,
@@ -78,7 +80,7 @@ _INSERT_CHANGE = (f"INSERT INTO changes ({', '.join(CHANGE_COLUMNS)}) "
                   f"VALUES ({', '.join('?' * len(CHANGE_COLUMNS))})")  # fmt: skip
 
 
-class SQLiteTransaction:
+class SQLiteTransaction(PruneStatements):
     """Reads and writes inside one open `BEGIN IMMEDIATE` transaction."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -234,6 +236,31 @@ class SQLiteTransaction:
         ).fetchone()
         self.conn.executemany(_INSERT_CHANGE, change_values(changes, last - len(changes) + 1, at))
         return int(last)
+
+    # The helpers of `PruneStatements` --------------------------------------------------
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[NamedRow]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, rows)
+
+    def _one_of(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        return f"{column} IN ({', '.join('?' * len(values))})", list(values)
+
+    def _events_of(self, kind: Kind, subjects: Sequence[NamedRow]) -> tuple[str, list[Any]]:
+        # SQLite finds a subject's events through its key rows (m008), by the subject's seq.
+        seqs = [row["seq"] for row in subjects]
+        return (f"id IN (SELECT event_id FROM {KEYS[kind]} WHERE subject_seq IN "
+                f"({', '.join('?' * len(seqs))}))", seqs)  # fmt: skip
+
+    def _delete_events(self, kind: Kind, subjects: Sequence[NamedRow]) -> None:
+        where, params = self._events_of(kind, subjects)
+        self.conn.execute(f"DELETE FROM {EVENTS[kind]} WHERE {where}", params)
+        seqs = [row["seq"] for row in subjects]
+        self.conn.execute(
+            f"DELETE FROM {KEYS[kind]} WHERE subject_seq IN ({', '.join('?' * len(seqs))})", seqs
+        )
 
     def _in(self, sql: str, values: list[str]) -> list[sqlite3.Row]:
         rows: list[sqlite3.Row] = []
