@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 from collections.abc import Iterator
 
@@ -137,3 +138,15 @@ def test_the_first_chunk_of_a_later_head_counts_toward_its_size(server: Server) 
             conn.sendall(b"GET /healthz HTTP/1.1\r\nX-Big: " + b"b" * 40_000)
         status, body, rest = answer(conn)
         assert (status, body["error"]["code"], rest) == (431, "request_headers_too_large", b"")  # type: ignore[index]
+
+
+def test_refused_heads_are_counted_by_status_in_metrics(server: Server) -> None:
+    with connect(server) as large:
+        large.sendall(HEAD + b"".join(b"a%d:\r\n" % n for n in range(101)) + b"\r\n")
+        assert answer(large)[0] == 431
+    with connect(server) as slow:
+        slow.sendall(HEAD)  # and never the rest: refused when its 2 s are up
+        assert answer(slow)[0] == 408
+    text = httpx.get(server.url + "/metrics").text
+    counted = dict(re.findall(r'flowtracker_http_responses_total\{status="(\d+)"\} ([\d.]+)', text))
+    assert float(counted["431"]) >= 1 and float(counted["408"]) >= 1

@@ -29,6 +29,7 @@ _INSERT_TOMBSTONE = {
     f"VALUES ({', '.join('?' * len(TOMBSTONE_COLUMNS))})"
     for kind, table in TOMBSTONES.items()
 }
+CHUNK = 500  # values bound in one IN (...) list, at most
 # What a tombstone keeps of its subject's row.
 _KEPT = ", ".join(column for column in TOMBSTONE_COLUMNS if column != "pruned_at")
 
@@ -59,11 +60,12 @@ class PruneStatements:
 
     def tombstoned(self, kind: Kind, ids: Collection[str]) -> dict[str, str]:
         """The final states of those of these subjects that were pruned."""
-        if not ids:
-            return {}
-        where, params = self._one_of("id", list(ids))
-        rows = self._rows(f"SELECT id, state FROM {TOMBSTONES[kind]} WHERE {where}", params)
-        return {row["id"]: row["state"] for row in rows}
+        listed, found = list(ids), dict[str, str]()
+        for start in range(0, len(listed), CHUNK):  # a batch may hold thousands
+            where, params = self._one_of("id", listed[start : start + CHUNK])
+            rows = self._rows(f"SELECT id, state FROM {TOMBSTONES[kind]} WHERE {where}", params)
+            found.update((row["id"], row["state"]) for row in rows)
+        return found
 
     def add_tombstones(self, kind: Kind, rows: Sequence[Mapping[str, Any]]) -> None:
         """Keep tombstones as they were (a replayed export); one already kept stays, and

@@ -123,7 +123,8 @@ def create_app(
         run.deadlines.start()
         _warn_when_open(settings)
         orphan_watch = asyncio.create_task(_stop_when_orphaned(supervisor))
-        limits = HeadLimits(settings.max_head, seconds=settings.head_timeout_seconds)
+        limits = HeadLimits(settings.max_head, seconds=settings.head_timeout_seconds,
+                            refused=latency.answered)  # fmt: skip
         try:
             yield {HEAD_LIMITS: limits}  # for the connections of `serve` (web.guard)
         finally:

@@ -18,7 +18,8 @@ import asyncio
 import http
 import json
 import weakref
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -36,6 +37,9 @@ class HeadLimits:
     max_bytes: int = 32 * 1024
     max_count: int = 100
     seconds: float = 10.0
+    # Told the status of each refusal (408, 431): no app runs for them, so the responses
+    # counter of /metrics hears of them here.
+    refused: Callable[[int], None] = field(default=lambda status: None, compare=False)
 
 
 class GuardedHttpTools(HttpToolsProtocol):
@@ -99,6 +103,7 @@ class GuardedHttpTools(HttpToolsProtocol):
             super().on_headers_complete()
             return
         # Answered as uvicorn answers over `--limit-concurrency`: another app this once.
+        limits.refused(RequestHeadersTooLarge.status)
         app, self.app = self.app, _Refusal(_too_large(limits))
         try:
             super().on_headers_complete()
@@ -120,6 +125,7 @@ class GuardedHttpTools(HttpToolsProtocol):
             return
         if self.cycle is None or self.cycle.response_complete:
             self.transport.write(_raw_response(error))
+            self._limits.refused(error.status)
         self.transport.close()
 
 

@@ -21,11 +21,16 @@ class LatencySeries:
         self._series: dict[tuple[str, str, int], Histogram] = {}
         self._answers: dict[int, Counter] = {}  # the responses counter's series, by status
 
-    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+    def answered(self, status: int) -> None:
+        """Count one HTTP answer of this status (also those no route answered: the
+        connection guard's 408 and 431)."""
         answers = self._answers.get(status)
         if answers is None:
             answers = self._answers[status] = self.responses.labels(str(status))
         answers.inc()
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.answered(status)
         method = method if method in _METHODS else "other"
         key = (route, method, status // 100)
         series = self._series.get(key)
