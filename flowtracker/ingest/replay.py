@@ -19,11 +19,10 @@ from flowtracker.engine.timestamps import format_ns
 from flowtracker.errors import InvalidEvent, MalformedCallback, PayloadTooLarge
 from flowtracker.ingest.pipeline import Pipeline
 from flowtracker.store.protocol import Quarantined
-from flowtracker.store.tables import TOMBSTONE_COLUMNS
-
-MARK = "flowtracker"  # the field that marks a line of flowtracker's own
+from flowtracker.store.tables import EXPORT_MARK, TOMBSTONE_COLUMNS
 
 DEFAULT_BATCH = 1_000
+_QUOTED_MARK = f'"{EXPORT_MARK}"'.encode()  # only a line holding it may be a record
 
 
 @dataclass
@@ -80,7 +79,7 @@ def _parsed(
         try:
             if len(line) > max_body:
                 raise PayloadTooLarge(f"line is {len(line)} bytes, over the limit of {max_body}")
-            yield number, (record(line) if b'"flowtracker"' in line else None) or parse_line(line)
+            yield number, (record(line) if _QUOTED_MARK in line else None) or parse_line(line)
         except MalformedCallback as error:
             report.rejected.append((number, error))
             pipeline.store.quarantine(
@@ -117,13 +116,13 @@ def record(line: bytes) -> Record | None:
     """The record a line holds, if it is one of flowtracker's own (marked `flowtracker`);
     raises `InvalidEvent` naming what is wrong with one."""
     fields = decode_json(line)
-    what = fields.get(MARK)
+    what = fields.get(EXPORT_MARK)
     if what is None:
         return None
     problems: dict[str, str] = {}
     kind, subject_id = fields.get("kind"), fields.get("id")
     if what not in ("tombstone", "reconciled"):
-        problems[MARK] = f"must be tombstone or reconciled, not {what!r}"
+        problems[EXPORT_MARK] = f"must be tombstone or reconciled, not {what!r}"
     if kind not in KINDS:
         problems["kind"] = f"must be flow or document, not {kind!r}"
     if not isinstance(subject_id, str) or not subject_id:

@@ -21,9 +21,7 @@ from typing import Any, BinaryIO
 from flowtracker.engine.bodies import FORM_TYPE, decode_form, media_type
 from flowtracker.errors import MalformedCallback
 from flowtracker.store.protocol import Store
-from flowtracker.store.tables import TOMBSTONE_COLUMNS, TOMBSTONES
-
-MARK = "flowtracker"  # the field that marks a line of flowtracker's own (`ingest.replay`)
+from flowtracker.store.tables import EXPORT_MARK, TOMBSTONE_COLUMNS, TOMBSTONES
 
 PAGE = 1_000
 
@@ -66,7 +64,7 @@ def _reconciled(row: dict[str, Any]) -> bytes:
 
 
 def _marked(what: str, kind: str, subject_id: str, fields: dict[str, Any]) -> bytes:
-    line = {MARK: what, "kind": kind, "id": subject_id, **fields}
+    line = {EXPORT_MARK: what, "kind": kind, "id": subject_id, **fields}
     return json.dumps(line, ensure_ascii=False).encode() + b"\n"
 
 

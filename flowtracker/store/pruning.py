@@ -34,6 +34,15 @@ CHUNK = 500  # values bound in one IN (...) list, at most
 _KEPT = ", ".join(column for column in TOMBSTONE_COLUMNS if column != "pruned_at")
 
 
+def prunable_where(states: Collection[str], before: str) -> tuple[str, list[Any]]:
+    """The subjects pruning may remove: in one of `states`, the last callback received
+    before `before`; on the (state, received_hour) index, the exact time checked on its
+    rows."""
+    listed = sorted(states)
+    return (f"state IN ({', '.join('?' * len(listed))}) AND received_hour <= ? "
+            "AND last_received_at < ?", [*listed, hour(before), before])  # fmt: skip
+
+
 class PruneStatements:
     """`Transaction`'s retention and quarantine methods, for a backend that implements
     the four helpers below."""
@@ -87,16 +96,10 @@ class PruneStatements:
     def prunable(self, kind: Kind, states: Collection[str], before: str, limit: int) -> list[str]:
         """Up to `limit` subjects in one of `states` whose last callback was received
         before `before`."""
-        where, params = self._prunable(states, before)
+        where, params = prunable_where(states, before)
         rows = self._rows(f"SELECT id FROM {SUBJECTS[kind]} WHERE {where} LIMIT ?",
                           [*params, limit])  # fmt: skip
         return [row["id"] for row in rows]
-
-    def _prunable(self, states: Collection[str], before: str) -> tuple[str, list[Any]]:
-        # On the (state, received_hour) index; the exact time checked on its rows.
-        where, params = self._one_of("state", sorted(states))
-        return (f"{where} AND received_hour <= ? AND last_received_at < ?",
-                [*params, hour(before), before])  # fmt: skip
 
     def prune(
         self, kind: Kind, ids: Sequence[str], states: Collection[str], before: str, at: str
@@ -108,11 +111,10 @@ class PruneStatements:
         if not ids:
             return 0, 0
         where, params = self._one_of("id", list(ids))
-        in_state, state_params = self._one_of("state", sorted(states))
+        still, still_params = prunable_where(states, before)
         gone = self._rows(
-            f"SELECT seq, {_KEPT} FROM {SUBJECTS[kind]} WHERE {where} AND {in_state} "
-            "AND last_received_at < ?",
-            [*params, *state_params, before],
+            f"SELECT seq, {_KEPT} FROM {SUBJECTS[kind]} WHERE {where} AND {still}",
+            [*params, *still_params],
         )
         if not gone:
             return 0, 0
@@ -176,12 +178,11 @@ class TombstoneReads:
     def count_prunable(self, kind: Kind, states: Collection[str], before: str) -> tuple[int, int]:
         """How many subjects `prune` would remove now, and their events (a read: the write
         lock is not held for the scan)."""
-        listed = sorted(states)
+        where, params = prunable_where(states, before)
         (row,) = self._run(
             f"SELECT COUNT(*) AS n, COALESCE(SUM(events), 0) AS events FROM {SUBJECTS[kind]} "
-            f"WHERE state IN ({', '.join('?' * len(listed))}) AND received_hour <= ? "
-            "AND last_received_at < ?",
-            (*listed, hour(before), before),
+            f"WHERE {where}",
+            params,
         )
         return int(row["n"]), int(row["events"])
 

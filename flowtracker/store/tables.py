@@ -244,6 +244,7 @@ SUBSCRIPTION_COLUMNS = (
 # Retention (SPEC 14), for either backend: what is left of a pruned subject. A callback
 # for it is ignored (`pruned`), and a read of it answers 410 with its final state.
 TOMBSTONES: dict[Kind, str] = {"flow": "instance_tombstones", "document": "document_tombstones"}
+EXPORT_MARK = "flowtracker"  # the field of an export's lines of its own (tombstones, answers)
 TOMBSTONE_COLUMNS = ("id", "state", "events", "first_event_at", "last_event_at",
                      "last_received_at", "pruned_at")  # fmt: skip
 RETENTION = "".join(

@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote
 
 import anyio.to_thread
 from starlette.requests import Request
@@ -34,9 +34,8 @@ from flowtracker.web.auth import (
     valid_csrf,
     valid_session,
 )
-from flowtracker.web.body import read_body
 from flowtracker.web.runtime import Runtime, runtime
-from flowtracker.web.session import FORM_LIMIT
+from flowtracker.web.session import read_form
 from flowtracker.web.templating import render
 
 Action = Callable[[Request, Runtime], dict[str, Any]]
@@ -105,8 +104,8 @@ async def ui_admin_login(request: Request) -> Response:
     if isinstance(gate, Response):
         return gate
     run, token = gate
-    form = await _form(request, run)
-    if form is None or not is_read_token(form.get("token", ""), token):
+    form, cut_short = await read_form(request, run)
+    if cut_short is not None or not is_read_token(form.get("token", ""), token):
         return RedirectResponse("/ui/quarantine?done=" + quote("that is not the admin token"),
                                 status_code=303)  # fmt: skip
     response = RedirectResponse("/ui/quarantine", status_code=303)
@@ -124,8 +123,8 @@ async def ui_action(request: Request) -> Response:
         return gate
     run, token = gate
     cookie = request.cookies.get(ADMIN_COOKIE)
-    form = await _form(request, run)
-    if (cookie is None or form is None
+    form, cut_short = await read_form(request, run)
+    if (cookie is None or cut_short is not None
             or not valid_session(cookie, token, time.time(), ADMIN, ADMIN_SECONDS)
             or not valid_csrf(form.get("csrf", ""), token, cookie)):  # fmt: skip
         return _refused(request, run, Unauthorized(
@@ -166,15 +165,6 @@ def _act(run: Runtime, body_hash: str | None, verb: str) -> str:
     refused = "".join(f"; {hash_[:12]} still refused: {error.code}: {error.message}"
                       for hash_, error in done.refused[:5])  # fmt: skip
     return done.total() + refused
-
-
-async def _form(request: Request, run: Runtime) -> dict[str, str] | None:
-    body, cut_short = await read_body(
-        request.receive, FORM_LIMIT, run.settings.body_timeout_seconds, run.deadlines
-    )
-    if cut_short is not None:
-        return None
-    return {name: values[0] for name, values in parse_qs(body.decode("utf-8", "replace")).items()}
 
 
 def _refused(request: Request, run: Runtime, error: FlowtrackerError) -> Response:

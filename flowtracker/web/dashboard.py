@@ -30,6 +30,7 @@ from flowtracker.feed import subscriptions
 from flowtracker.reads import changes as feed_changes
 from flowtracker.reads import summaries, views
 from flowtracker.reads.diagram import layout
+from flowtracker.store.protocol import SubjectFilter
 from flowtracker.web.admin import admin_state
 from flowtracker.web.charts import first_minute, sparkline
 from flowtracker.web.reads import list_query
@@ -105,13 +106,23 @@ def documents(request: Request, run: Runtime) -> Response:
     return _list(request, run, "document")
 
 
-def _list(request: Request, run: Runtime, kind: Kind) -> Response:
+def _list_filter(
+    request: Request, run: Runtime, kind: Kind
+) -> tuple[tuple[str, ...], SubjectFilter, views.Page, str]:
+    """A list's states, filter, page and search box, from its query (the page and its
+    CSV download take the same)."""
     flow = kind == "flow"
     states = FLOW_STATES if flow else (DOCUMENT_NEW, *DOCUMENT_STATES)
     where, paging = list_query(request, states, run, stuck=flow)
     query = (request.query_params.get("q") or "").strip()
     search = query.lower() if flow else query  # flow instance ids are stored lowercase
-    where = replace(where, id_prefix=search or None)
+    return states, replace(where, id_prefix=search or None), paging, query
+
+
+def _list(request: Request, run: Runtime, kind: Kind) -> Response:
+    flow = kind == "flow"
+    states, where, paging, query = _list_filter(request, run, kind)
+    search = where.id_prefix
     read = views.instances if flow else views.documents
     found, pulse = _read_with_pulse(run, None, read, where, paging)
     items = found["items"]
@@ -164,13 +175,10 @@ async def documents_csv(request: Request, run: Runtime) -> Response:
 def _csv_list(request: Request, run: Runtime, kind: Kind) -> Response:
     """Every subject the list's filters select (not only its page), in its order."""
     flow = kind == "flow"
-    states = FLOW_STATES if flow else (DOCUMENT_NEW, *DOCUMENT_STATES)
     try:
-        where, _ = list_query(request, states, run, stuck=flow)
+        _, where, _, _ = _list_filter(request, run, kind)
     except FlowtrackerError as error:
         return _render(request, run, "error.html", {"error": error}, status=error.status)
-    query = (request.query_params.get("q") or "").strip()
-    where = replace(where, id_prefix=(query.lower() if flow else query) or None)
     read = views.instances if flow else views.documents
 
     def pages() -> Iterator[dict[str, Any]]:

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, quote
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from flowtracker.errors import Unauthorized
+from flowtracker.errors import FlowtrackerError, Unauthorized
 from flowtracker.web.auth import (
     SESSION_COOKIE,
     SESSION_SECONDS,
@@ -53,6 +53,20 @@ def signed_in_json(page: Page) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
+async def read_form(
+    request: Request, run: Runtime
+) -> tuple[dict[str, str], FlowtrackerError | None]:
+    """A dashboard form's fields (the first value of each), read within FORM_LIMIT bytes
+    and the body time limit; else no fields and the error that cut it short."""
+    body, cut_short = await read_body(
+        request.receive, FORM_LIMIT, run.settings.body_timeout_seconds, run.deadlines
+    )
+    if cut_short is not None:
+        return {}, cut_short
+    fields = parse_qs(body.decode("utf-8", "replace"))
+    return {name: values[0] for name, values in fields.items()}, None
+
+
 async def login(request: Request) -> Response:
     run = runtime(request)
     token = run.settings.read_token
@@ -61,15 +75,12 @@ async def login(request: Request) -> Response:
         return RedirectResponse(target, status_code=303)
     if request.method == "GET":
         return _form(request, target, failed=False)
-    body, cut_short = await read_body(
-        request.receive, FORM_LIMIT, run.settings.body_timeout_seconds, run.deadlines
-    )
+    form, cut_short = await read_form(request, run)
     if cut_short is not None:  # too large or too slow: no form to judge
         context = {"error": cut_short, "bare": True}
         return render(request, "error.html", context, token_set=True, status=cut_short.status)
-    form = parse_qs(body.decode("utf-8", "replace"))
-    offered = (form.get("token") or [""])[0]
-    target = _safe_next((form.get("next") or [target])[0])
+    offered = form.get("token", "")
+    target = _safe_next(form.get("next", target))
     if not is_read_token(offered, token):
         return _form(request, target, failed=True)
     response = RedirectResponse(target, status_code=303)
