@@ -6,6 +6,10 @@ authentication and custom callbacks and ends in a terminal event; 10% are delive
 
   bare      executemany INSERT of the finished rows into flow_events (same schema,
             same indexes, same pragmas, the same batch size per commit);
+  loop      the least a replay must do, timed whole: for each line json.loads, SHA-256
+            of the canonical form (sorted keys, compact), then executemany INSERT of the
+            rows into the same schema, batch by batch, synchronous=FULL (issue 16's
+            "bare parse-hash-insert loop");
   pipeline  the same bodies as JSON Lines through `flowtracker.ingest.replay.replay`, i.e.
             parse + dedup + fold + store, committed in batches.
 
@@ -17,6 +21,7 @@ Asserts nothing. Usage: python scripts/bench_engine.py [--events N] [--instances
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import resource
@@ -35,6 +40,13 @@ STEPS = ["authentication_attempted", "custom", "authentication_attempted", "cust
 ENDINGS = ["completed"] * 6 + ["flow_rejected", "cancelled", "timed_out", "failed"]
 NS = 1_000_000_000
 RETRY_MINUTES = (5, 10, 30, 60)
+
+
+_BARE_INSERT = (
+    "INSERT INTO flow_events (dedup_key, instance_id, type, version, event_created, "
+    "event_ns, outcome, reason, out_of_order, deliveries, received_at, last_delivery_at, "
+    "body, content_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)"
+)
 
 
 def make_lines(events: int, instances: int, seed: int) -> list[bytes]:
@@ -103,17 +115,34 @@ def bench_bare(lines: list[bytes], path: Path, batch: int) -> float:
     started = time.perf_counter()
     for start in range(0, len(rows), batch):
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(
-            "INSERT INTO flow_events (dedup_key, instance_id, type, version, event_created, "
-            "event_ns, outcome, reason, out_of_order, deliveries, received_at, "
-            "last_delivery_at, body, content_type) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
-            rows[start : start + batch],
-        )
+        conn.executemany(_BARE_INSERT, rows[start : start + batch])
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - started
     store.close()
     return len(rows) / elapsed
+
+
+def bench_loop(lines: list[bytes], path: Path, batch: int) -> float:
+    """Decode, hash and insert each batch, with no validation, dedup or fold."""
+    store = SQLiteStore(path)
+    conn = store.connections._writer
+    canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    at = "2026-01-01T00:00:00.000000Z"
+    started = time.perf_counter()
+    for start in range(0, len(lines), batch):
+        rows = []
+        for line in lines[start : start + batch]:
+            fields = json.loads(line)
+            key = hashlib.sha256(canonical.encode(fields).encode()).hexdigest()
+            rows.append((key, fields["flow_instance_id"], fields["type"], fields["version"],
+                         fields["event_created"], 0, "applied", None, False, at, at, line,
+                         "application/json"))  # fmt: skip
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(_BARE_INSERT, rows)
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    store.close()
+    return len(lines) / elapsed
 
 
 def bench_pipeline(lines: list[bytes], path: Path, batch: int) -> tuple[float, int, list[float]]:
@@ -155,11 +184,14 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as directory:
         bare = bench_bare(lines, Path(directory) / "bare.db", args.batch)
+        loop = bench_loop(lines, Path(directory) / "loop.db", args.batch)
         start_rss = rss_mb()
         rate, late, samples = bench_pipeline(lines, Path(directory) / "pipeline.db", args.batch)
     print(f"bare executemany insert : {bare:>10,.0f} rows/s")
     print(f"pipeline (replay)       : {rate:>10,.0f} events/s ({late:,} arrived out of order)")
     print(f"ratio pipeline/bare     : {rate / bare:>10.1%}")
+    print(f"parse-hash-insert loop  : {loop:>10,.0f} events/s")
+    print(f"ratio pipeline/loop     : {rate / loop:>10.1%}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS                : {peak:>10.1f} MB")
     print(f"RSS before pipeline     : {start_rss:>10.1f} MB")

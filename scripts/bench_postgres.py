@@ -8,8 +8,9 @@ free loopback port, as the tests do (tests/postgres_server.py), and in each roun
             transaction, for `--seconds`;
   one       `flowtracker serve --workers 1` on a fresh database, wrk with 64 connections;
   two       two `serve --workers 1` on one fresh database, wrk with 32 connections each;
-  sqlite    `serve --workers 1` on SQLite, the same load (and, with `--against DIR`, the
-            SQLite service of another checkout, for before/after).
+  sqlite    `serve --workers 1` on SQLite, the same load.
+With `--against DIR`, one receiver and SQLite again from another checkout (its own code
+and venv), for before/after in the same run.
 Load: realistic Flow callbacks with 10% duplicates and 10% late (bench_http's). Prints
 callbacks/s, p50/p99, CPU seconds per 1,000 callbacks of each process, and the ratios
 to the bare baseline. Asserts nothing; bounded in time. Needs wrk and PostgreSQL.
@@ -110,7 +111,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32, help="rows per bare transaction")
-    parser.add_argument("--against", type=Path, help="a checkout to run SQLite 'before' from")
+    parser.add_argument(
+        "--against", type=Path, help="a checkout to run one receiver and SQLite 'before' from"
+    )
     args = parser.parse_args()
     found = binaries()
     if found is None:
@@ -151,6 +154,16 @@ def main() -> None:
                     )
                 )
                 if args.against:
+                    runs.setdefault("one (against)", []).append(
+                        receivers(
+                            [postgres.database(f"against_{n}")],
+                            bodies_file,
+                            directory,
+                            args.connections,
+                            args.seconds,
+                            root=args.against,
+                        )
+                    )
                     runs.setdefault("sqlite (against)", []).append(
                         receivers(
                             [str(directory / f"{n}-against.db")],
