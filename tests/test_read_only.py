@@ -1,6 +1,7 @@
 """Reading a database that cannot be written: a read-only file system (a tmpfs mounted by
 the test, so this needs root, as CI has), and another program's WAL database, which is
-judged from its file alone so that not even SQLite's side files appear next to it."""
+judged from its file alone so that not even SQLite's side files appear next to it; and a
+database in use, which is judged through its WAL, never from its file alone."""
 
 from __future__ import annotations
 
@@ -87,3 +88,27 @@ def test_another_programs_wal_database_gets_no_side_files(
     assert result.exit_code == 1
     assert "is not a flowtracker database" in result.output
     assert (sorted(os.listdir(tmp_path)), app.read_bytes()) == before
+
+
+@pytest.mark.parametrize("command", [["status"], ["prune", "--older-than", "1d"]])
+def test_a_database_being_checkpointed_is_opened_through_its_wal(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """A server's checkpoint rewrites pages of the file while other processes open it: a
+    page that is newer in the WAL may be half-written in the file meanwhile. Opening must
+    go through the WAL then, never judge the file alone (once: `database disk image is
+    malformed` from `flowtracker prune` beside a busy server)."""
+    made = tmp_path / "live.db"
+    assert run("replay", DEMO, "--db", str(made)).exit_code == 0
+    live = sqlite3.connect(made)  # the server: its last commits only in the WAL
+    live.execute("PRAGMA wal_autocheckpoint = 0")
+    live.execute("INSERT INTO health_probe (id, filler) VALUES (7, zeroblob(200000))")
+    live.commit()  # the file grew: page 1 (its size, the schema's root) is in the WAL
+    try:
+        with open(made, "r+b") as file:  # the checkpoint, halfway through page 1
+            file.seek(100)
+            file.write(b"\xff" * 3996)
+        result = run(*command, "--db", str(made))
+        assert result.exit_code == 0, result.output
+    finally:
+        live.close()

@@ -285,7 +285,7 @@ def _inspect(path: str, *, new: bool) -> tuple[list[str], bool]:
     WAL to read); raises `UnusableDatabase` when it cannot be used (`schema.check`).
 
     Another program's database is judged from its file alone (`immutable`), so that not
-    even SQLite's side files appear next to it.
+    even SQLite's side files appear next to it; one with a WAL beside it through the WAL.
     """
     absent = (
         f"no flowtracker database at {path} yet "
@@ -294,14 +294,22 @@ def _inspect(path: str, *, new: bool) -> tuple[list[str], bool]:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UnusableDatabase(f"cannot open {path}: there is no directory {folder}")
-    wal = os.path.exists(path + "-wal") and os.path.getsize(path + "-wal") > 0
+    logged = os.path.exists(path + "-wal")
+    wal = logged and os.path.getsize(path + "-wal") > 0
     if not os.path.exists(path) or (os.path.getsize(path) == 0 and not wal):
         if not new:
             raise UnusableDatabase(absent)
         return check(Database(memory=True), path, empty=None), False
+
+    def peek() -> list[str]:
+        return _checked(path, lambda db: check(db, path, empty=None), immutable=True)
+
     # The file alone first: another program's database, or a newer flowtracker's, is
-    # refused untouched. A new database may still be all in its WAL: judged below.
-    peeked = _checked(path, lambda db: check(db, path, empty=None), immutable=True)
+    # refused untouched. Not beside a WAL, though: its side files are there already, and
+    # the database may be in use, a checkpoint rewriting pages of the file that only
+    # the WAL holds whole (a page read from the file alone then may be half-written).
+    # A new database may still be all in its WAL: judged below.
+    peeked = None if logged else peek()
     try:
         return _checked(path, lambda db: check(db, path, empty=None if new else absent)), False
     except sqlite3.OperationalError as error:
@@ -310,7 +318,8 @@ def _inspect(path: str, *, new: bool) -> tuple[list[str], bool]:
                 f"cannot read {path}: SQLite needs to write {path}-shm beside it to read "
                 f"its write-ahead log ({error}); give this user write access to {folder}"
             ) from None
-        return peeked, True  # a read-only directory, and nothing outside the file
+        # A read-only directory, and nothing outside the file.
+        return peeked if peeked is not None else peek(), True
 
 
 def _checked(
