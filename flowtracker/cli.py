@@ -331,10 +331,11 @@ def copy_command(source: str, destination: str) -> None:
     """Copy every event, subject, quarantined request and counter from SOURCE to
     DESTINATION: each a SQLite file or a postgresql:// URL, either way round.
 
-    DESTINATION must be new or empty (it is created and migrated); SOURCE is only read.
-    Afterwards every read answers the same on both. To move from SQLite to PostgreSQL:
-    stop the servers, `flowtracker copy flowtracker.db postgresql://...`, start them on
-    the URL.
+    DESTINATION must be new or empty (it is created and migrated); SOURCE is only read,
+    in one snapshot: a copy of a database in use is that database as it was when the
+    copy began. Afterwards every read answers the same on both. To move from SQLite to
+    PostgreSQL: stop the servers (else what they take meanwhile stays behind),
+    `flowtracker copy flowtracker.db postgresql://...`, start them on the URL.
     """
     from flowtracker.store.copying import copy, size
 
@@ -495,7 +496,9 @@ def reconcile_command(
 def export_command(output: BinaryIO, db_path: str) -> None:
     """Every stored delivery as JSON Lines that `replay` takes, in the order received
     (to FILE, or - for standard output, the default). Replaying it into an empty database
-    gives the same states, histories and outcomes. Only reads the database."""
+    gives the same states, histories and outcomes. Only reads the database, in one
+    snapshot: beside a running server, the export is the database as it was when it
+    began."""
     from flowtracker.reads.export import export
 
     with _opened(db_path) as (_, store):

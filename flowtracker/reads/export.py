@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 from flowtracker.engine.bodies import FORM_TYPE, decode_form, media_type
 from flowtracker.errors import MalformedCallback
-from flowtracker.store.protocol import Store
+from flowtracker.store.protocol import Snapshot, Store
 from flowtracker.store.tables import EXPORT_MARK, TOMBSTONE_COLUMNS, TOMBSTONES
 
 PAGE = 1_000
@@ -29,16 +29,22 @@ PAGE = 1_000
 def export(store: Store, out: BinaryIO) -> int:
     """Write every delivery to `out`; how many lines were written. The tombstones of
     pruned subjects come first; an answer of Scrive's API is a line of its own, in its
-    place (SPEC 14)."""
+    place (SPEC 14). All of it is read in one snapshot: the database as it was when the
+    export began, whatever a server commits or prunes meanwhile."""
+    with store.snapshot() as snapshot:
+        return _export(snapshot, out)
+
+
+def _export(snapshot: Snapshot, out: BinaryIO) -> int:
     lines = 0
     for kind, table in TOMBSTONES.items():
-        for row in _rows(store, table):
+        for row in _rows(snapshot, table):
             out.write(_marked("tombstone", kind, row["id"], {
                 name: row[name] for name in TOMBSTONE_COLUMNS if name != "id"
             }))  # fmt: skip
             lines += 1
     for row in heapq.merge(
-        _rows(store, "flow_events"), _rows(store, "document_snapshots"),
+        _rows(snapshot, "flow_events"), _rows(snapshot, "document_snapshots"),
         key=lambda row: (row["received_at"], row["id"]),
     ):  # fmt: skip
         if row["reconciled"] is not None:
@@ -78,8 +84,8 @@ def one_line(body: bytes, content_type: str) -> bytes:
     return body.replace(b"\r", b" ").replace(b"\n", b" ")
 
 
-def _rows(store: Store, table: str) -> Iterator[dict[str, Any]]:
+def _rows(snapshot: Snapshot, table: str) -> Iterator[dict[str, Any]]:
     after = None
-    while rows := store.rows(table, after, PAGE):
+    while rows := snapshot.rows(table, after, PAGE):
         yield from rows
         after = rows[-1]["id"]

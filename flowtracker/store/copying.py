@@ -29,19 +29,23 @@ UNCOUNTED = frozenset({"subscriptions", *TOMBSTONES.values()})
 
 def copy(source: Store, destination: Store, progress: Callable[[int], None]) -> dict[str, int]:
     """Copy every table of `tables.COPIED`; the rows copied, by table. Refuses a
-    destination that holds events or subjects already (nothing is written then)."""
+    destination that holds events or subjects already (nothing is written then).
+    Every table is read in one snapshot of the source, so that a copy of a database in
+    use is the database as it was at one moment: no events without their subject, no
+    counters of another moment, no subject both kept and pruned."""
     if destination.subject_ids("flow", "", 1) or destination.subject_ids("document", "", 1):
         raise UnusableDatabase(
             f"{destination.path} already holds events: copy only into a new, empty database"
         )
     copied = dict.fromkeys(COPIED, 0)
-    for table, (key, _) in COPIED.items():
-        after = None
-        while rows := source.rows(table, after, PAGE):
-            with destination.transaction() as tx:
-                tx.load(table, rows)
-            copied[table] += len(rows)
-            if table not in REPLACED and table not in UNCOUNTED:
-                progress(len(rows))
-            after = rows[-1][key]
+    with source.snapshot() as snapshot:
+        for table, (key, _) in COPIED.items():
+            after = None
+            while rows := snapshot.rows(table, after, PAGE):
+                with destination.transaction() as tx:
+                    tx.load(table, rows)
+                copied[table] += len(rows)
+                if table not in REPLACED and table not in UNCOUNTED:
+                    progress(len(rows))
+                after = rows[-1][key]
     return copied

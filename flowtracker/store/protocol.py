@@ -127,6 +127,14 @@ class SubjectFilter:
 ActivityKey = tuple[int, str, int]
 
 
+class Snapshot(Protocol):
+    """Reads inside one read transaction (`Store.snapshot`)."""
+
+    def rows(self, table: str, after: Any, limit: int) -> list[dict[str, Any]]:
+        """The stored rows of one of `tables.COPIED`, in its key's order, after `after`
+        (None: from the first), by column name; for `export` and `copy`."""
+
+
 class Store(Protocol):
     """A database holding events, subjects and the quarantine."""
 
@@ -195,9 +203,9 @@ class Store(Protocol):
     def received_since(self, minute: str) -> dict[str, int]:
         """Callbacks taken per minute (YYYY-MM-DDTHH:MM) from `minute` on; quiet ones absent."""
 
-    def rows(self, table: str, after: Any, limit: int) -> list[dict[str, Any]]:
-        """The stored rows of one of `tables.COPIED`, in its key's order, after `after`
-        (None: from the first), by column name; for `flowtracker copy`."""
+    def snapshot(self) -> AbstractContextManager[Snapshot]:
+        """One read transaction for many reads: all of them see the database as it was at
+        the first, whatever commits meanwhile (`export` and `copy` of a live database)."""
 
     # The change log (SPEC 11) and the webhook subscriptions (SPEC 12): `store.feeding`.
 

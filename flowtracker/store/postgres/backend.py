@@ -17,7 +17,7 @@ from flowtracker.settings import Durability
 from flowtracker.store.feeding import FeedStatements
 from flowtracker.store.opening import Access
 from flowtracker.store.postgres import queries
-from flowtracker.store.postgres.connection import Connections
+from flowtracker.store.postgres.connection import Connection, Connections
 from flowtracker.store.postgres.listening import Listener
 from flowtracker.store.postgres.transaction import SHARDED, PostgresTransaction, quarantine
 from flowtracker.store.protocol import Quarantined
@@ -73,22 +73,11 @@ class PostgresStore(QueryReads, FeedStatements, TombstoneReads):
             cursor = conn.execute(sql.encode(), params)
             return cursor.fetchall() if rows else []
 
-    def rows(self, table: str, after: Any, limit: int) -> list[dict[str, Any]]:
-        key, columns = COPIED[table]
-        shown = ", ".join(columns)
-        if table == "counters":  # summed over the shards (the last callback's time: greatest)
-            shown = (f"name, CASE WHEN name = '{LAST_CALLBACK}' THEN MAX(value) "
-                     "ELSE SUM(value) END::bigint")  # fmt: skip
-        elif table == "received_per_minute":
-            shown = "minute, SUM(callbacks)::bigint"
-        grouped = f" GROUP BY {key}" if table in SHARDED else ""
-        where = "" if after is None else f" WHERE {key} > %s"
+    @contextmanager
+    def snapshot(self) -> Iterator[_Snapshot]:
+        # REPEATABLE READ (`Connections.reading`): one snapshot for every statement.
         with self.connections.reading() as conn:
-            found = conn.cursor(row_factory=tuple_row).execute(
-                f"SELECT {shown} FROM {table}{where}{grouped} ORDER BY {key} LIMIT %s",
-                (*(() if after is None else (after,)), limit),
-            )
-            return [dict(zip(columns, row, strict=True)) for row in found]
+            yield _Snapshot(conn)
 
     def reclaim(self) -> str:
         return ("PostgreSQL's autovacuum makes the space of the removed rows reusable for "
@@ -113,3 +102,26 @@ class PostgresStore(QueryReads, FeedStatements, TombstoneReads):
 
     def close(self) -> None:
         self.connections.close()
+
+
+class _Snapshot:
+    """`Store.snapshot` on PostgreSQL: the pages of `rows` in one read transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def rows(self, table: str, after: Any, limit: int) -> list[dict[str, Any]]:
+        key, columns = COPIED[table]
+        shown = ", ".join(columns)
+        if table == "counters":  # summed over the shards (the last callback's time: greatest)
+            shown = (f"name, CASE WHEN name = '{LAST_CALLBACK}' THEN MAX(value) "
+                     "ELSE SUM(value) END::bigint")  # fmt: skip
+        elif table == "received_per_minute":
+            shown = "minute, SUM(callbacks)::bigint"
+        grouped = f" GROUP BY {key}" if table in SHARDED else ""
+        where = "" if after is None else f" WHERE {key} > %s"
+        found = self.conn.cursor(row_factory=tuple_row).execute(
+            f"SELECT {shown} FROM {table}{where}{grouped} ORDER BY {key} LIMIT %s",
+            (*(() if after is None else (after,)), limit),
+        )
+        return [dict(zip(columns, row, strict=True)) for row in found]

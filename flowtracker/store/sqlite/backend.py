@@ -18,7 +18,12 @@ from flowtracker.store.protocol import Quarantined
 from flowtracker.store.pruning import TombstoneReads
 from flowtracker.store.reading import QueryReads
 from flowtracker.store.sqlite import queries
-from flowtracker.store.sqlite.connection import CHECKPOINT_SECONDS, Connections, translated
+from flowtracker.store.sqlite.connection import (
+    CHECKPOINT_SECONDS,
+    Connections,
+    Reader,
+    translated,
+)
 from flowtracker.store.sqlite.transaction import SQLiteTransaction, quarantine
 from flowtracker.store.tables import COPIED
 
@@ -80,15 +85,12 @@ class SQLiteStore(QueryReads, FeedStatements, TombstoneReads):
         with translated("write"), self.connections.write() as conn:
             return conn.execute(sql, params).fetchall()
 
-    def rows(self, table: str, after: Any, limit: int) -> list[dict[str, Any]]:
-        key, columns = COPIED[table]
-        where = "" if after is None else f"WHERE {key} > ?"
+    @contextmanager
+    def snapshot(self) -> Iterator[_Snapshot]:
+        # WAL: a read transaction sees what was committed before its first read, however
+        # long it lasts (the WAL grows meanwhile: checkpoints cannot pass it).
         with self.connections.reading() as read:
-            found = read(
-                f"SELECT {', '.join(columns)} FROM {table} {where} ORDER BY {key} LIMIT ?",
-                (*(() if after is None else (after,)), limit),
-            )
-        return [dict(zip(columns, row, strict=True)) for row in found]
+            yield _Snapshot(read)
 
     def reclaim(self) -> str:
         """Incremental vacuum, in short write transactions: the file's free pages go back
@@ -125,3 +127,19 @@ class SQLiteStore(QueryReads, FeedStatements, TombstoneReads):
 
     def close(self) -> None:
         self.connections.close()
+
+
+class _Snapshot:
+    """`Store.snapshot` on SQLite: the pages of `rows` in one read transaction."""
+
+    def __init__(self, read: Reader) -> None:
+        self.read = read
+
+    def rows(self, table: str, after: Any, limit: int) -> list[dict[str, Any]]:
+        key, columns = COPIED[table]
+        where = "" if after is None else f"WHERE {key} > ?"
+        found = self.read(
+            f"SELECT {', '.join(columns)} FROM {table} {where} ORDER BY {key} LIMIT ?",
+            (*(() if after is None else (after,)), limit),
+        )
+        return [dict(zip(columns, row, strict=True)) for row in found]
