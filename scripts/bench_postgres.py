@@ -126,54 +126,24 @@ def main() -> None:
             bodies = deliveries(40_000)
             bodies_file = directory / "bodies.jsonl"
             bodies_file.write_bytes(b"\n".join(bodies) + b"\n")
+
+            def measure(label: str, dbs: list[str], root: Path = ROOT) -> None:
+                measured = receivers(dbs, bodies_file, directory, args.connections,
+                                     args.seconds, root=root)  # fmt: skip
+                runs.setdefault(label, []).append(measured)
+
             for round_ in range(args.rounds):
                 n = f"r{round_}"
                 runs.setdefault("bare psycopg", []).append(
                     bare(postgres.database(f"bare_{n}"), bodies, args.batch, args.seconds)
                 )
-                runs.setdefault("one receiver", []).append(
-                    receivers(
-                        [postgres.database(f"one_{n}")],
-                        bodies_file,
-                        directory,
-                        args.connections,
-                        args.seconds,
-                    )
-                )
+                measure("one receiver", [postgres.database(f"one_{n}")])
                 two = postgres.database(f"two_{n}")
-                runs.setdefault("two receivers", []).append(
-                    receivers([two, two], bodies_file, directory, args.connections, args.seconds)
-                )
-                runs.setdefault("sqlite (this)", []).append(
-                    receivers(
-                        [str(directory / f"{n}.db")],
-                        bodies_file,
-                        directory,
-                        args.connections,
-                        args.seconds,
-                    )
-                )
+                measure("two receivers", [two, two])
+                measure("sqlite (this)", [str(directory / f"{n}.db")])
                 if args.against:
-                    runs.setdefault("one (against)", []).append(
-                        receivers(
-                            [postgres.database(f"against_{n}")],
-                            bodies_file,
-                            directory,
-                            args.connections,
-                            args.seconds,
-                            root=args.against,
-                        )
-                    )
-                    runs.setdefault("sqlite (against)", []).append(
-                        receivers(
-                            [str(directory / f"{n}-against.db")],
-                            bodies_file,
-                            directory,
-                            args.connections,
-                            args.seconds,
-                            root=args.against,
-                        )
-                    )
+                    measure("one (against)", [postgres.database(f"against_{n}")], args.against)
+                    measure("sqlite (against)", [str(directory / f"{n}-against.db")], args.against)
     finally:
         postgres.close()
     base = median(r["rate"] for r in runs["bare psycopg"])

@@ -71,11 +71,11 @@ def list_subjects(
     if where.anomalous:
         clauses.append("anomalies > 0")
     if where.received_before is not None:
-        clauses.append("state = 'in_progress' AND received_hour <= %s AND last_received_at < %s")
-        params += [hour(where.received_before), where.received_before]
+        clauses.append(f"state = 'in_progress' AND {_RECEIVED_BEFORE}")
+        params += _times(where.received_before)
     if where.quiet_before is not None:
-        clauses.append("received_hour <= %s AND last_received_at < %s")
-        params += [hour(where.quiet_before), where.quiet_before]
+        clauses.append(_RECEIVED_BEFORE)
+        params += _times(where.quiet_before)
     if where.id_prefix:  # a range on the primary key, not a LIKE scan
         clauses.append("id >= %s AND id < %s")
         params += [where.id_prefix, where.id_prefix + "\U0010ffff"]
@@ -84,6 +84,14 @@ def list_subjects(
         (*params, limit),
     )
     return [subject_row(kind, row) for row in rows]
+
+
+# Last received before a time: on the hour the indexes hold, then the exact time (`_times`).
+_RECEIVED_BEFORE = "received_hour <= %s AND last_received_at < %s"
+
+
+def _times(at: str) -> list[object]:
+    return [hour(at), at]
 
 
 def _order(
@@ -96,8 +104,8 @@ def _order(
         clauses.append("received_hour >= %s AND last_received_at >= %s")
         params += [hour(where.received_since), where.received_since]
     if where.received_until is not None:
-        clauses.append("received_hour <= %s AND last_received_at < %s")
-        params += [hour(where.received_until), where.received_until]
+        clauses.append(_RECEIVED_BEFORE)
+        params += _times(where.received_until)
     if not where.by_activity:
         assert not isinstance(after, tuple)
         return ["seq > %s", *clauses], [after or 0, *params], "seq"

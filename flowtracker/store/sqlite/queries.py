@@ -71,19 +71,23 @@ def list_subjects(
     if where.anomalous:
         clauses.append(f"{term('anomalies')} > 0")
     if where.received_before is not None:
-        clauses.append(
-            f"{term('state')} = 'in_progress' AND {term('received_hour')} <= ? "
-            f"AND {term('last_received_at')} < ?"
-        )
-        params += [_hour(where.received_before), where.received_before]
+        clause, times = _received_before(where.received_before, term)
+        clauses.append(f"{term('state')} = 'in_progress' AND {clause}")
+        params += times
     if where.quiet_before is not None:
-        clauses.append(f"{term('received_hour')} <= ? AND {term('last_received_at')} < ?")
-        params += [_hour(where.quiet_before), where.quiet_before]
+        clause, times = _received_before(where.quiet_before, term)
+        clauses.append(clause)
+        params += times
     if where.id_prefix:  # a range on the primary key, not a LIKE scan
         clauses.append("id >= ? AND id < ?")
         params += [where.id_prefix, where.id_prefix + "\U0010ffff"]
     sql = f"SELECT * FROM {SUBJECTS[kind]} WHERE {' AND '.join(clauses)} ORDER BY {order} LIMIT ?"
     return [subject_row(kind, row) for row in read(sql, (*params, limit))]
+
+
+def _received_before(at: str, term: Callable[[str], str]) -> tuple[str, list[int | str]]:
+    """Last received before `at`: on the hour the indexes hold, then the exact time."""
+    return f"{term('received_hour')} <= ? AND {term('last_received_at')} < ?", [_hour(at), at]
 
 
 def _order(
@@ -98,8 +102,9 @@ def _order(
         clauses.append(f"{term('received_hour')} >= ? AND {term('last_received_at')} >= ?")
         params += [_hour(where.received_since), where.received_since]
     if where.received_until is not None:
-        clauses.append(f"{term('received_hour')} <= ? AND {term('last_received_at')} < ?")
-        params += [_hour(where.received_until), where.received_until]
+        clause, times = _received_before(where.received_until, term)
+        clauses.append(clause)
+        params += times
     if not where.by_activity:
         assert not isinstance(after, tuple)
         return [f"{term('seq')} > ?", *clauses], [after or 0, *params], "seq"
